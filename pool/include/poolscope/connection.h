@@ -1,0 +1,62 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <pqxx/connection>
+
+namespace poolscope {
+
+struct PoolConfig;
+
+/// One database connection as the pool sees it.
+///
+/// Not thread-safe: like a libpqxx connection it belongs to one holder at a
+/// time, and the pool guarantees that.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+
+  /// False once the connection is known to be broken. No I/O.
+  virtual bool is_open() const noexcept = 0;
+
+  /// True when a transaction block is open or failed, or a command is still in
+  /// flight: such a connection must not be handed to another caller. No I/O.
+  virtual bool in_transaction() const noexcept = 0;
+
+  /// One round trip (`SELECT 1`). Throws poolscope::Error (or a pqxx error) when
+  /// the server does not answer correctly.
+  virtual void validate() = 0;
+
+  /// The libpqxx connection, for running queries. Throws std::logic_error for
+  /// connections that are not backed by libpqxx (test fakes).
+  virtual pqxx::connection& native() = 0;
+
+  /// The server process id, for logs and diagnostics; 0 when unknown.
+  virtual int backend_pid() const noexcept { return 0; }
+};
+
+/// Opens connections for a pool. Called from the pool's connector thread only,
+/// never while the pool lock is held.
+class ConnectionFactory {
+ public:
+  virtual ~ConnectionFactory() = default;
+
+  /// Opens, configures (statement_timeout) and validates a new connection.
+  /// Throws on failure with a message that never contains the password.
+  virtual std::unique_ptr<Connection> connect() = 0;
+
+  /// Where connections go, with the password removed: "host=… port=… dbname=… user=…".
+  virtual std::string describe() const = 0;
+};
+
+/// The libpqxx factory for `config.database_url`, with `config.command_timeout`
+/// as statement_timeout and a connect timeout so a hung server cannot block the
+/// pool forever. Throws ConfigError when the URL cannot be parsed.
+std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config);
+
+/// `url` (libpq URI or key=value string) with its password replaced by "***".
+/// Returns "<unparseable connection string>" when libpq cannot parse it.
+std::string redact_database_url(const std::string& url);
+
+}  // namespace poolscope

@@ -1,0 +1,85 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <source_location>
+
+#include "poolscope/clock.h"
+#include "poolscope/connection.h"
+#include "poolscope/pool_config.h"
+#include "poolscope/pool_observer.h"
+#include "poolscope/pool_statistics.h"
+#include "poolscope/pooled_connection.h"
+
+namespace poolscope {
+
+namespace detail {
+class PoolCore;
+}
+
+/// A PostgreSQL connection pool that watches itself.
+///
+/// Thread-safe: no concurrent call causes a data race. The constructor returns
+/// at once and opens min_size connections in the background (state
+/// INITIALIZING); wait_until_ready() waits for that. Connections are opened,
+/// validated and closed by the pool's own threads, never under the pool lock.
+/// Waiters are served strictly first-come first-served.
+class Pool {
+ public:
+  /// A pool on config.database_url through libpqxx, with the real clock.
+  /// Throws ConfigError when the configuration is invalid.
+  explicit Pool(PoolConfig config);
+
+  /// A pool with an injected connection factory and clock (tests, custom drivers).
+  Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
+       std::shared_ptr<Clock> clock);
+
+  /// Shuts down (see shutdown()) if that has not happened yet.
+  ~Pool();
+
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  /// Borrows a connection, waiting up to config().acquire_timeout.
+  /// Throws AcquireTimeout (with the wait and a statistics snapshot) or
+  /// PoolClosed. `site` is recorded for leak reports; leave it defaulted.
+  PooledConnection acquire(std::source_location site = std::source_location::current());
+
+  /// As acquire(), waiting up to `timeout` instead of the configured one.
+  PooledConnection acquire(std::chrono::milliseconds timeout,
+                           std::source_location site = std::source_location::current());
+
+  /// Waits until initialization has an outcome: true when min_size connections
+  /// are open, false when the init timeout passed first (the pool keeps
+  /// reconnecting in the background) or the pool was shut down.
+  bool wait_until_ready();
+
+  /// A consistent snapshot. Never queries the database and never waits for a
+  /// connect or a validation in progress.
+  PoolStatistics get_statistics() const;
+
+  /// The current lifecycle state (cheap: one atomic load).
+  PoolState state() const noexcept;
+
+  /// Graceful shutdown: refuses new acquisitions at once (PoolClosed), wakes
+  /// waiters with PoolClosed, waits up to config().shutdown_timeout for active
+  /// connections to come back, closes everything and reaches TERMINATED.
+  /// Idempotent; safe to call from any thread except one holding a connection
+  /// of this pool (that would wait for itself until the timeout).
+  void shutdown();
+
+  /// Installs an observer for timing events (histograms). May be called at
+  /// any time; several observers may be added. Thread-safe.
+  void add_observer(std::shared_ptr<PoolObserver> observer);
+
+  /// The validated configuration this pool runs with.
+  const PoolConfig& config() const noexcept;
+
+  /// Health thresholds from the configuration.
+  HealthThresholds health_thresholds() const noexcept;
+
+ private:
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace poolscope

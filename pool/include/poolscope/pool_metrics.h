@@ -1,0 +1,62 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+namespace prometheus {
+class Registry;
+}
+
+namespace poolscope {
+
+class Pool;
+
+/// Options for PoolMetrics.
+struct MetricsOptions {
+  /// Prepended to every metric name.
+  std::string prefix = "codebase_mcp_pool_";
+  /// Version reported by the build_info metric.
+  std::string version;
+};
+
+/// Publishes the metrics of one or more pools in Prometheus form.
+///
+/// Histograms (acquisition, hold and create durations) live in the registry
+/// given to the constructor and are fed by the pool's hot path. Everything
+/// else is read from one statistics snapshot per pool when Collect() runs, so a
+/// scrape is always consistent and a pool pays nothing for gauges between
+/// scrapes. Register both the registry and this object with your exposer.
+/// Every series carries a `pool` label (PoolConfig::name).
+/// Thread-safe: no concurrent call causes a data race.
+class PoolMetrics : public prometheus::Collectable {
+ public:
+  PoolMetrics(std::shared_ptr<prometheus::Registry> registry, MetricsOptions options = {});
+  ~PoolMetrics() override;
+
+  /// Starts publishing `pool`'s metrics. Throws std::invalid_argument when a
+  /// pool with the same name was added already. The pool must outlive this
+  /// object or be removed first.
+  void add(Pool& pool);
+
+  /// Stops publishing `pool`'s snapshot metrics.
+  void remove(const Pool& pool);
+
+  /// The snapshot families (gauges and counters of every added pool).
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+  /// The histogram buckets of acquisition_duration_seconds (sub-millisecond
+  /// buckets plus the guide's 0.001 … 1.0).
+  static const std::vector<double>& acquisition_buckets();
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace poolscope
