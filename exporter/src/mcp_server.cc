@@ -1,0 +1,376 @@
+#include "mcp_server.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+namespace poolscope::exporter {
+namespace {
+
+using nlohmann::json;
+
+// Newest first: initialize answers with the first entry when the client asks
+// for a revision we do not know.
+constexpr std::array<std::string_view, 4> kProtocolVersions = {
+    "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"};
+
+// JSON-RPC 2.0 error codes, plus MCP's resource-not-found.
+constexpr int kParseError = -32700;
+constexpr int kInvalidRequest = -32600;
+constexpr int kMethodNotFound = -32601;
+constexpr int kInvalidParams = -32602;
+constexpr int kInternalError = -32603;
+constexpr int kResourceNotFound = -32002;
+
+// MCP messages are a few levels deep; anything far deeper is hostile or
+// broken. The parser itself is iterative, but copies, comparisons and dumps of
+// a json value recurse, so such a document never gets past parsing.
+constexpr int kMaxNestingDepth = 64;
+
+constexpr std::string_view kServerInstructions =
+    "Read health://connection-pool for the PostgreSQL connection pool's health "
+    "(the same document as the exporter's /health endpoint) and "
+    "stats://connection-pool for its full statistics. Both are served from the "
+    "pool's cached state; reading them never queries the database.";
+
+// Thrown by method handlers; turned into a JSON-RPC error response.
+struct RpcError {
+  int code;
+  std::string message;
+  json data = nullptr;  // omitted from the response when null
+};
+
+// Client input is valid UTF-8 (the parser rejects anything else), but the
+// resource documents are built from server state such as libpq error texts,
+// which need not be: replace bad bytes instead of throwing.
+std::string serialize(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+HttpResponse json_response(int status, const json& message) {
+  HttpResponse response;
+  response.status = status;
+  response.content_type = "application/json";
+  response.body = serialize(message);
+  return response;
+}
+
+HttpResponse status_only(int status) {
+  HttpResponse response;
+  response.status = status;
+  return response;
+}
+
+json error_message(const json& id, int code, std::string_view message,
+                   const json& data = nullptr) {
+  json error = {{"code", code}, {"message", message}};
+  if (!data.is_null()) error["data"] = data;
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(error)}};
+}
+
+// ---- Accept header ---------------------------------------------------------
+
+enum class ReplyFormat { kJson, kEventStream, kNotAcceptable };
+
+std::string_view trim(std::string_view text) {
+  const auto is_space = [](char c) { return c == ' ' || c == '\t'; };
+  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::ranges::equal(a, b, [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+// A media range's quality: 1 unless a `q` parameter says otherwise. A value
+// that does not parse counts as 1 (lenient: the client did list the type).
+double quality(std::string_view parameters) {
+  while (!parameters.empty()) {
+    const auto semicolon = parameters.find(';');
+    const std::string_view parameter = trim(parameters.substr(0, semicolon));
+    parameters = semicolon == std::string_view::npos ? std::string_view{}
+                                                     : parameters.substr(semicolon + 1);
+    if (parameter.size() < 2 || (parameter[0] != 'q' && parameter[0] != 'Q') ||
+        parameter[1] != '=') {
+      continue;
+    }
+    const std::string_view number = trim(parameter.substr(2));
+    double value = 1.0;
+    const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), value);
+    if (error == std::errc{} && end == number.data() + number.size()) return value;
+    return 1.0;
+  }
+  return 1.0;
+}
+
+// The spec has clients list both application/json and text/event-stream. We
+// answer with JSON whenever the client takes it (also for a missing Accept
+// header or */*, so curl works), with a one-event SSE stream when it only
+// takes event streams, and 406 otherwise.
+ReplyFormat negotiate(std::string_view accept) {
+  if (trim(accept).empty()) return ReplyFormat::kJson;
+  bool json_ok = false;
+  bool event_stream_ok = false;
+  while (!accept.empty()) {
+    const auto comma = accept.find(',');
+    const std::string_view range = accept.substr(0, comma);
+    accept = comma == std::string_view::npos ? std::string_view{} : accept.substr(comma + 1);
+    const auto semicolon = range.find(';');
+    const std::string_view type = trim(range.substr(0, semicolon));
+    if (semicolon != std::string_view::npos && quality(range.substr(semicolon + 1)) <= 0.0) {
+      continue;
+    }
+    if (iequals(type, "application/json") || iequals(type, "application/*") ||
+        iequals(type, "*/*")) {
+      json_ok = true;
+    } else if (iequals(type, "text/event-stream") || iequals(type, "text/*")) {
+      event_stream_ok = true;
+    }
+  }
+  if (json_ok) return ReplyFormat::kJson;
+  if (event_stream_ok) return ReplyFormat::kEventStream;
+  return ReplyFormat::kNotAcceptable;
+}
+
+HttpResponse reply(ReplyFormat format, const json& message) {
+  if (format != ReplyFormat::kEventStream) return json_response(200, message);
+  // One SSE event carrying the response, then the stream ends. A compact dump
+  // holds no raw newline, so it fits on one data line.
+  HttpResponse response;
+  response.content_type = "text/event-stream";
+  response.body = "event: message\ndata: " + serialize(message) + "\n\n";
+  response.headers.emplace_back("Cache-Control", "no-cache");
+  return response;
+}
+
+// ---- JSON-RPC message shape -----------------------------------------------
+
+std::optional<json> parse_bounded(std::string_view body) {
+  bool too_deep = false;
+  const json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t event,
+                                                          json& /*parsed*/) {
+    if ((event == json::parse_event_t::object_start ||
+         event == json::parse_event_t::array_start) &&
+        depth > kMaxNestingDepth) {
+      too_deep = true;
+      return false;  // drop the subtree instead of building it
+    }
+    return true;
+  };
+  json message = json::parse(body.begin(), body.end(), limit_depth, /*allow_exceptions=*/false);
+  if (message.is_discarded()) return std::nullopt;
+  if (too_deep) throw RpcError{kInvalidRequest, "Invalid Request: JSON nested too deeply"};
+  return message;
+}
+
+// MCP narrows JSON-RPC's id to a string or an integer (never null).
+bool is_valid_id(const json& id) { return id.is_string() || id.is_number_integer(); }
+
+const json* member(const json& object, std::string_view key) {
+  const auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+// Params of an MCP request are an object or absent. JSON-RPC allows an array,
+// which no MCP method takes (bad params); any other type is not a request.
+void check_params(const json* params) {
+  if (params == nullptr || params->is_object()) return;
+  if (params->is_array()) throw RpcError{kInvalidParams, "Invalid params: params must be an object"};
+  throw RpcError{kInvalidRequest, "Invalid Request: params must be an object"};
+}
+
+const json* optional_member(const json* params, std::string_view key) {
+  return params == nullptr ? nullptr : member(*params, key);
+}
+
+}  // namespace
+
+std::span<const std::string_view> McpServer::supported_protocol_versions() noexcept {
+  return kProtocolVersions;
+}
+
+bool McpServer::is_supported_protocol_version(std::string_view version) noexcept {
+  return std::ranges::find(kProtocolVersions, version) != kProtocolVersions.end();
+}
+
+McpServer::McpServer(Resources resources, std::string server_name, std::string server_version)
+    : resources_(std::move(resources)),
+      server_name_(std::move(server_name)),
+      server_version_(std::move(server_version)) {
+  if (!resources_.health || !resources_.statistics) {
+    throw std::invalid_argument("McpServer needs both a health and a statistics callback");
+  }
+  resource_list_ = {
+      {"resources",
+       json::array({
+           {{"uri", kHealthUri},
+            {"name", "connection-pool-health"},
+            {"title", "Connection pool health"},
+            {"description",
+             "Health of the PostgreSQL connection pool: status (healthy, degraded, "
+             "unhealthy), database status, pool counts (total, idle, active, waiting), "
+             "validation latency, last error and uptime. Same document as GET /health."},
+            {"mimeType", "application/json"}},
+           {{"uri", kStatisticsUri},
+            {"name", "connection-pool-statistics"},
+            {"title", "Connection pool statistics"},
+            {"description",
+             "Full statistics snapshot of the PostgreSQL connection pool: sizes, "
+             "acquisition and wait times, peaks, lifetime counters, errors by type "
+             "and the lifecycle state."},
+            {"mimeType", "application/json"}},
+       })}};
+}
+
+HttpResponse McpServer::handle(std::string_view http_method, std::string_view accept,
+                               std::string_view body) const {
+  try {
+    if (http_method != "POST") {
+      // No server-to-client stream (GET) and no sessions to end (DELETE).
+      HttpResponse response = json_response(
+          405, error_message(nullptr, kInvalidRequest,
+                             "Method Not Allowed: send JSON-RPC messages with POST"));
+      response.headers.emplace_back("Allow", "POST");
+      return response;
+    }
+    const ReplyFormat format = negotiate(accept);
+    if (format == ReplyFormat::kNotAcceptable) {
+      return json_response(
+          406, error_message(nullptr, kInvalidRequest,
+                             "Not Acceptable: Accept must include application/json or "
+                             "text/event-stream"));
+    }
+
+    json id = nullptr;  // stays null until the message has shown a valid id
+    try {
+      const std::optional<json> parsed = parse_bounded(body);
+      if (!parsed) return reply(format, error_message(nullptr, kParseError, "Parse error"));
+      const json& message = *parsed;
+
+      if (message.is_array()) {
+        throw RpcError{kInvalidRequest,
+                       "Invalid Request: JSON-RPC batches are not supported (removed in MCP "
+                       "2025-06-18); send one message per POST"};
+      }
+      if (!message.is_object()) {
+        throw RpcError{kInvalidRequest, "Invalid Request: expected a JSON-RPC object"};
+      }
+      const json* id_member = member(message, "id");
+      if (id_member != nullptr && is_valid_id(*id_member)) id = *id_member;
+
+      const json* version = member(message, "jsonrpc");
+      if (version == nullptr || *version != "2.0") {
+        throw RpcError{kInvalidRequest, "Invalid Request: jsonrpc must be \"2.0\""};
+      }
+      const json* method = member(message, "method");
+      if (method == nullptr) {
+        // A response to a server request. We never send any, so there is
+        // nothing to match it with; accept and drop it.
+        const bool looks_like_response =
+            id_member != nullptr && is_valid_id(*id_member) &&
+            (message.contains("result") || message.contains("error"));
+        if (!looks_like_response) {
+          throw RpcError{kInvalidRequest, "Invalid Request: method is missing"};
+        }
+        return status_only(202);
+      }
+      if (!method->is_string()) {
+        throw RpcError{kInvalidRequest, "Invalid Request: method must be a string"};
+      }
+      const json* params = member(message, "params");
+      if (id_member == nullptr) {
+        // A notification: never answered, whatever its method (initialized,
+        // cancelled, ...). Nothing we do depends on one.
+        check_params(params);
+        return status_only(202);
+      }
+      if (!is_valid_id(*id_member)) {
+        throw RpcError{kInvalidRequest, "Invalid Request: id must be a string or an integer"};
+      }
+      check_params(params);
+      json result = dispatch(method->get_ref<const std::string&>(), params);
+      return reply(format, {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}});
+    } catch (const RpcError& error) {
+      return reply(format, error_message(id, error.code, error.message, error.data));
+    } catch (const std::exception&) {
+      // The exception text may carry server internals; the log is the place for those.
+      return reply(format, error_message(id, kInternalError, "Internal error"));
+    }
+  } catch (...) {
+    // Last resort (out of memory while building a reply): nothing left to
+    // serialise with, so a bare status.
+    return status_only(500);
+  }
+}
+
+json McpServer::dispatch(std::string_view method, const json* params) const {
+  if (method == "initialize") return initialize(params);
+  if (method == "ping") return json::object();
+  if (method == "resources/list") return list_resources(params);
+  if (method == "resources/read") return read_resource(params);
+  if (method == "resources/templates/list") {
+    return {{"resourceTemplates", json::array()}};
+  }
+  throw RpcError{kMethodNotFound, "Method not found", {{"method", method}}};
+}
+
+json McpServer::initialize(const json* params) const {
+  const json* requested = optional_member(params, "protocolVersion");
+  if (requested == nullptr || !requested->is_string()) {
+    throw RpcError{kInvalidParams, "Invalid params: initialize needs a string protocolVersion"};
+  }
+  for (const std::string_view key : {"capabilities", "clientInfo"}) {
+    const json* value = optional_member(params, key);
+    if (value != nullptr && !value->is_object()) {
+      throw RpcError{kInvalidParams,
+                     "Invalid params: " + std::string(key) + " must be an object"};
+    }
+  }
+  // Answer with the client's revision when we speak it, else our newest; the
+  // client then decides whether it can go on.
+  const auto& asked = requested->get_ref<const std::string&>();
+  const std::string_view agreed =
+      is_supported_protocol_version(asked) ? std::string_view(asked) : kProtocolVersions.front();
+  return {{"protocolVersion", agreed},
+          {"capabilities", {{"resources", json::object()}}},
+          {"serverInfo", {{"name", server_name_}, {"version", server_version_}}},
+          {"instructions", kServerInstructions}};
+}
+
+json McpServer::list_resources(const json* params) const {
+  // Everything fits on one page, so no cursor we could have issued exists.
+  if (const json* cursor = optional_member(params, "cursor"); cursor != nullptr) {
+    throw RpcError{kInvalidParams, "Invalid params: unknown cursor"};
+  }
+  return resource_list_;
+}
+
+json McpServer::read_resource(const json* params) const {
+  const json* uri = optional_member(params, "uri");
+  if (uri == nullptr || !uri->is_string()) {
+    throw RpcError{kInvalidParams, "Invalid params: resources/read needs a string uri"};
+  }
+  const auto& name = uri->get_ref<const std::string&>();
+  json document;
+  if (name == kHealthUri) {
+    document = resources_.health();
+  } else if (name == kStatisticsUri) {
+    document = resources_.statistics();
+  } else {
+    throw RpcError{kResourceNotFound, "Resource not found", {{"uri", name}}};
+  }
+  return {{"contents", json::array({{{"uri", name},
+                                     {"mimeType", "application/json"},
+                                     {"text", serialize(document)}}})}};
+}
+
+}  // namespace poolscope::exporter
