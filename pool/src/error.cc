@@ -1,0 +1,33 @@
+#include "poolscope/error.h"
+
+#include <fmt/format.h>
+
+#include "poolscope/pool_statistics.h"
+
+namespace poolscope {
+
+ConfigError::ConfigError(std::string variable, std::string value, const std::string& accepted)
+    : Error(fmt::format("invalid {}='{}': {}", variable, value, accepted)),
+      variable_(std::move(variable)),
+      value_(std::move(value)) {}
+
+namespace {
+std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistics& stats) {
+  const double seconds = std::chrono::duration<double>(waited).count();
+  return fmt::format(
+      "Connection acquisition timeout: waited {:.3f} s for a connection from pool '{}' "
+      "({}/{} connections active, {} waiting, state {}); raise POOL_MAX_SIZE or "
+      "POOL_ACQUIRE_TIMEOUT, or look for slow queries and leaked connections",
+      seconds, stats.pool_name, stats.active_connections, stats.max_size,
+      stats.waiting_requests, to_string(stats.state));
+}
+}  // namespace
+
+AcquireTimeout::AcquireTimeout(std::chrono::nanoseconds waited,
+                               std::shared_ptr<const PoolStatistics> snapshot)
+    : Error(timeout_message(waited, *snapshot)), waited_(waited), snapshot_(std::move(snapshot)) {}
+
+PoolClosed::PoolClosed()
+    : Error("the connection pool is shut down: no connection is handed out any more") {}
+
+}  // namespace poolscope

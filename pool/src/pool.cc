@@ -1,0 +1,804 @@
+#include "poolscope/pool.h"
+
+#include <cxxabi.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "log.h"
+#include "pool_core.h"
+#include "poolscope/error.h"
+
+namespace poolscope {
+namespace detail {
+namespace {
+
+using std::chrono::duration;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+double to_ms(Clock::duration d) { return duration<double, std::milli>(d).count(); }
+double to_seconds(Clock::duration d) { return duration<double>(d).count(); }
+
+// Far enough to mean "until notified", near enough not to overflow.
+constexpr auto kIdleWait = std::chrono::hours(1);
+// How often the maintainer looks at leaks, idle connections and the state.
+constexpr auto kMaintenanceTick = milliseconds(250);
+
+std::string describe_caller(void* address) {
+  if (address == nullptr) return "";
+  Dl_info info{};
+  if (dladdr(address, &info) == 0) return fmt::format("{}", address);
+  const char* object = info.dli_fname != nullptr ? info.dli_fname : "?";
+  if (info.dli_sname == nullptr) {
+    const auto offset = reinterpret_cast<std::uintptr_t>(address) -
+                        reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+    return fmt::format("{}+{:#x}", object, offset);
+  }
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  std::string name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
+  std::free(demangled);
+  const auto offset = reinterpret_cast<std::uintptr_t>(address) -
+                      reinterpret_cast<std::uintptr_t>(info.dli_saddr);
+  return fmt::format("{}+{:#x} ({})", name, offset, object);
+}
+
+struct LeakReport {
+  std::uint64_t id;
+  double held_seconds;
+  std::source_location site;
+  void* caller;
+  int backend_pid;
+};
+
+void log_leak(const std::string& pool, const LeakReport& leak, bool returned) {
+  nlohmann::json stack = nlohmann::json::array();
+  stack.push_back(fmt::format("{} at {}:{}", leak.site.function_name(), leak.site.file_name(),
+                              leak.site.line()));
+  if (const auto caller = describe_caller(leak.caller); !caller.empty()) stack.push_back(caller);
+  const std::string id = fmt::format("conn_{}", leak.id);
+  nlohmann::json context = {{"pool", pool},
+                            {"connection_id", id},
+                            {"held_duration_seconds", leak.held_seconds},
+                            {"backend_pid", leak.backend_pid},
+                            {"stack_trace", stack}};
+  if (returned) {
+    log(LogLevel::kInfo, fmt::format("Leaked connection returned: {}", id), context);
+  } else {
+    log(LogLevel::kWarning, fmt::format("Potential connection leak detected: {}", id), context);
+  }
+}
+
+}  // namespace
+
+PoolCore::PoolCore(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
+                   std::shared_ptr<Clock> clock)
+    : config_((config.validate(), std::move(config))),
+      factory_(std::move(factory)),
+      clock_(clock ? std::move(clock) : Clock::system()),
+      created_at_(clock_->now()),
+      created_wall_(clock_->wall_now()),
+      jitter_(std::random_device{}()),
+      window_(config_.health_window) {
+  if (!factory_) throw std::invalid_argument("poolscope::Pool needs a connection factory");
+  idle_.reserve(config_.max_size);
+  slots_.reserve(config_.max_size);
+}
+
+PoolCore::~PoolCore() { shutdown(); }
+
+void PoolCore::start() {
+  log(LogLevel::kInfo,
+      fmt::format("Connection pool initialized: min_size={}, max_size={}", config_.min_size,
+                  config_.max_size),
+      {{"pool", config_.name},
+       {"min_size", config_.min_size},
+       {"max_size", config_.max_size},
+       {"database", factory_->describe()}});
+  connector_ = std::thread([this] { connector_loop(); });
+  maintainer_ = std::thread([this] { maintainer_loop(); });
+}
+
+// ---------------------------------------------------------------- acquire
+
+PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location site,
+                                   void* caller) {
+  const Clock::time_point started = clock_->now();
+  const Clock::time_point deadline = started + timeout;
+  Lock lock(mutex_);
+  for (;;) {
+    if (closing_) throw PoolClosed();
+
+    // Fast path: a connection is idle and nobody queued before us.
+    if (waiters_.empty() && !idle_.empty()) {
+      Slot* slot = idle_.back();
+      idle_.pop_back();
+      Clock::time_point now = clock_->now();
+      if (now - slot->last_used > config_.validation_idle_threshold) {
+        // Idle long enough that the server may have dropped it: one round
+        // trip, outside the lock, before handing it out.
+        ++validating_;
+        lock.unlock();
+        std::optional<std::string> failure;
+        const auto check_started = clock_->now();
+        try {
+          slot->connection->validate();
+        } catch (const std::exception& error) {
+          failure = error.what();
+        }
+        now = clock_->now();
+        lock.lock();
+        --validating_;
+        if (!failure) {
+          last_health_check_ = now;
+          last_health_check_wall_ = clock_->wall_now();
+          last_latency_ms_ = to_ms(now - check_started);
+        }
+        if (failure || closing_) {
+          if (failure) record_error_locked(ErrorType::kValidationFailed, *failure, now);
+          auto doomed = remove_slot_locked(slot, failure ? CloseReason::kValidation
+                                                         : CloseReason::kShutdown);
+          if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
+          if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+          lock.unlock();
+          doomed.reset();
+          lock.lock();
+          continue;
+        }
+      }
+      if (now >= slot->expires_at) {
+        auto doomed = remove_slot_locked(slot, CloseReason::kLifetime);
+        if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+        lock.unlock();
+        doomed.reset();
+        lock.lock();
+        continue;
+      }
+      lend_locked(slot, started, now, site, caller);
+      lock.unlock();
+      notify_acquired(now - started);
+      return PooledConnection(shared_from_this(), slot);
+    }
+
+    // Slow path: queue up. Whoever frees or opens a connection hands it to
+    // the first waiter, so service is strictly first come, first served.
+    Waiter waiter;
+    waiter.started = started;
+    waiter.site = site;
+    waiter.caller = caller;
+    waiters_.push_back(&waiter);
+    if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+    while (waiter.granted == nullptr && !waiter.closed) {
+      if (clock_->wait_until(waiter.cv, lock, deadline) == std::cv_status::timeout &&
+          waiter.granted == nullptr && !waiter.closed) {
+        waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &waiter));
+        const Clock::time_point now = clock_->now();
+        ++timeouts_;
+        record_error_locked(ErrorType::kAcquireTimeout, "Connection acquisition timeout", now);
+        auto snapshot = std::make_shared<const PoolStatistics>(statistics_locked(now));
+        lock.unlock();
+        throw AcquireTimeout(now - started, std::move(snapshot));
+      }
+    }
+    if (waiter.closed) throw PoolClosed();
+    Slot* slot = waiter.granted;
+    const auto waited = slot->lent_at - started;
+    lock.unlock();
+    notify_acquired(waited);
+    return PooledConnection(shared_from_this(), slot);
+  }
+}
+
+void PoolCore::lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
+                           const std::source_location& site, void* caller) {
+  slot->lent = true;
+  slot->lent_at = now;
+  slot->site = site;
+  slot->caller = caller;
+  slot->leak_reported = false;
+  slot->marked_broken.store(false, std::memory_order_relaxed);
+  ++active_;
+  ++acquisitions_;
+  const double waited_ms = to_ms(now - started);
+  acquisition_ms_sum_ += waited_ms;
+  peak_wait_ms_ = std::max(peak_wait_ms_, waited_ms);
+  peak_active_ = std::max(peak_active_, active_);
+  window_.record_wait(now, waited_ms);
+  window_.record_active(now, active_);
+}
+
+bool PoolCore::hand_to_waiter_locked(Slot* slot, Clock::time_point now) {
+  if (waiters_.empty()) return false;
+  Waiter* waiter = waiters_.front();
+  waiters_.pop_front();
+  // The hand-over is accounted here, under the same lock as the release, so
+  // no snapshot ever sees the connection as neither idle nor active.
+  lend_locked(slot, waiter->started, now, waiter->site, waiter->caller);
+  waiter->granted = slot;
+  // Notified under the lock: once unlocked, the waiter may return and
+  // destroy its condition variable.
+  waiter->cv.notify_one();
+  return true;
+}
+
+// ---------------------------------------------------------------- release
+
+void PoolCore::release(Slot* slot) noexcept {
+  const Clock::time_point now = clock_->now();
+  // Both checks read libpq's local state only: no I/O.
+  const bool broken =
+      slot->marked_broken.load(std::memory_order_relaxed) || !slot->connection->is_open();
+  const bool in_transaction = !broken && slot->connection->in_transaction();
+  std::unique_ptr<Slot> doomed;
+  std::optional<LeakReport> returned_leak;
+  Lock lock(mutex_);
+  const auto held = now - slot->lent_at;
+  slot->lent = false;
+  slot->last_used = now;
+  --active_;
+  ++releases_;
+  if (slot->leak_reported) {
+    ++leaks_returned_;
+    returned_leak = LeakReport{slot->id, to_seconds(held), slot->site, slot->caller,
+                               slot->connection->backend_pid()};
+  }
+  if (broken) {
+    record_error_locked(ErrorType::kConnectionBroken, "Connection returned broken", now);
+    doomed = remove_slot_locked(slot, CloseReason::kBroken);
+  } else if (in_transaction) {
+    record_error_locked(ErrorType::kTransactionLeftOpen,
+                        "Connection returned inside an open transaction", now);
+    doomed = remove_slot_locked(slot, CloseReason::kBroken);
+  } else {
+    last_good_release_ = now;
+    if (closing_) {
+      doomed = remove_slot_locked(slot, CloseReason::kShutdown);
+    } else if (now >= slot->expires_at) {
+      doomed = remove_slot_locked(slot, CloseReason::kLifetime);
+    } else if (!hand_to_waiter_locked(slot, now)) {
+      idle_.push_back(slot);
+    }
+  }
+  if (doomed && connection_deficit_locked() > 0) connector_cv_.notify_one();
+  if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
+  lock.unlock();
+  doomed.reset();  // closes the connection, outside the lock
+  notify_released(held);
+  if (returned_leak) log_leak(config_.name, *returned_leak, true);
+}
+
+std::unique_ptr<Slot> PoolCore::remove_slot_locked(Slot* slot, CloseReason reason) {
+  ++closed_[static_cast<std::size_t>(reason)];
+  auto it = std::find_if(slots_.begin(), slots_.end(),
+                         [slot](const std::unique_ptr<Slot>& owned) { return owned.get() == slot; });
+  std::unique_ptr<Slot> owned = std::move(*it);
+  *it = std::move(slots_.back());
+  slots_.pop_back();
+  return owned;
+}
+
+std::size_t PoolCore::connection_deficit_locked() const {
+  if (closing_) return 0;
+  const std::size_t wanted =
+      std::min(config_.max_size, std::max(config_.min_size, active_ + waiters_.size()));
+  const std::size_t have = slots_.size() + pending_;
+  return wanted > have ? wanted - have : 0;
+}
+
+void PoolCore::record_error_locked(ErrorType type, const std::string& message,
+                                   Clock::time_point now) {
+  ++errors_[static_cast<std::size_t>(type)];
+  window_.record_error(now);
+  last_error_ = message;
+  last_error_wall_ = clock_->wall_now();
+}
+
+// ---------------------------------------------------------------- connector
+
+std::chrono::milliseconds PoolCore::backoff_delay(std::uint64_t failures) const {
+  const auto& steps = config_.reconnect_backoff;
+  const std::size_t index = std::min<std::size_t>(failures == 0 ? 0 : failures - 1, steps.size() - 1);
+  return steps[index];
+}
+
+Clock::time_point PoolCore::expiry_for(Clock::time_point created) {
+  // Up to 10 % jitter so connections opened together do not expire together.
+  const auto lifetime = duration_cast<nanoseconds>(config_.max_connection_lifetime);
+  std::uniform_int_distribution<std::int64_t> spread(0, lifetime.count() / 10);
+  return created + lifetime - nanoseconds(spread(jitter_));
+}
+
+void PoolCore::connector_loop() {
+  Lock lock(mutex_);
+  while (!stopping_threads_) {
+    const Clock::time_point now = clock_->now();
+    if (connection_deficit_locked() == 0) {
+      clock_->wait_until(connector_cv_, lock, now + kIdleWait);
+      continue;
+    }
+    if (consecutive_failures_ > 0 && now < next_connect_at_) {
+      clock_->wait_until(connector_cv_, lock, next_connect_at_);
+      continue;
+    }
+    if (consecutive_failures_ > 0) ++reconnects_;
+    ++pending_;
+    lock.unlock();
+
+    const Clock::time_point connect_started = clock_->now();
+    std::unique_ptr<Connection> connection;
+    std::string failure;
+    try {
+      connection = factory_->connect();
+    } catch (const std::exception& error) {
+      failure = error.what();
+    } catch (...) {
+      failure = "Database connection failed: unknown error";
+    }
+    const Clock::time_point connected = clock_->now();
+
+    lock.lock();
+    --pending_;
+    if (connection && (closing_ || stopping_threads_)) {
+      lock.unlock();
+      connection.reset();
+      lock.lock();
+      continue;
+    }
+    std::vector<std::pair<PoolState, PoolState>> transitions;
+    if (connection) {
+      auto slot = std::make_unique<Slot>();
+      slot->connection = std::move(connection);
+      slot->id = next_id_++;
+      slot->created_at = connected;
+      slot->expires_at = expiry_for(connected);
+      slot->last_used = connected;
+      Slot* raw = slot.get();
+      slots_.push_back(std::move(slot));
+      ++created_;
+      last_health_check_ = connected;
+      last_health_check_wall_ = clock_->wall_now();
+      consecutive_failures_ = 0;
+      const bool recovered = recovering_;
+      if (recovering_) {
+        // The outage is over: its errors are history, not "recent errors",
+        // so the pool goes RECOVERING -> HEALTHY as the guide describes.
+        recovering_ = false;
+        window_.forget_errors();
+      }
+      if (!hand_to_waiter_locked(raw, connected)) idle_.push_back(raw);
+      const bool just_initialized = !initialized_ && slots_.size() >= config_.min_size;
+      if (just_initialized) {
+        initialized_ = true;
+        drained_cv_.notify_all();
+      }
+      if (auto t = update_state_locked(connected)) transitions.push_back(*t);
+      const std::size_t total = slots_.size();
+      lock.unlock();
+      notify_created(connected - connect_started);
+      if (just_initialized) {
+        log(LogLevel::kInfo,
+            fmt::format("Created {} initial connections in {:.0f}ms", total,
+                        to_ms(connected - created_at_)),
+            {{"pool", config_.name}, {"connections", total}});
+      }
+      if (recovered) {
+        log(LogLevel::kInfo,
+            fmt::format("Connection pool recovered: {}/{} connections available", total,
+                        config_.max_size),
+            {{"pool", config_.name}});
+      }
+    } else {
+      ++failures_;
+      ++consecutive_failures_;
+      record_error_locked(ErrorType::kConnectionFailed, failure, connected);
+      const auto delay = backoff_delay(consecutive_failures_);
+      next_connect_at_ = connected + delay;
+      const bool outage_started = slots_.empty() && !recovering_;
+      // With no connection left the pool cannot serve: UNHEALTHY, and
+      // RECOVERING from the moment the next attempt is scheduled.
+      if (auto t = update_state_locked(connected)) transitions.push_back(*t);
+      if (slots_.empty()) recovering_ = true;
+      if (auto t = update_state_locked(connected)) transitions.push_back(*t);
+      const std::uint64_t attempt = consecutive_failures_;
+      lock.unlock();
+      if (outage_started) {
+        log(LogLevel::kWarning, fmt::format("Database connection lost: {}", failure),
+            {{"pool", config_.name}});
+      } else {
+        log(LogLevel::kWarning, fmt::format("Opening a connection failed: {}", failure),
+            {{"pool", config_.name}});
+      }
+      const std::size_t initial = config_.reconnect_backoff.size();
+      const std::string progress = attempt <= initial ? fmt::format("{}/{}", attempt, initial)
+                                                      : fmt::format("{}", attempt);
+      log(LogLevel::kInfo,
+          fmt::format("Reconnection attempt {} (delay: {}s)", progress,
+                      duration<double>(delay).count()),
+          {{"pool", config_.name}, {"attempt", attempt}});
+    }
+    for (const auto& [from, to] : transitions) log_transition(config_.name, from, to);
+    lock.lock();
+  }
+}
+
+// ---------------------------------------------------------------- maintainer
+
+void PoolCore::maintainer_loop() {
+  Lock lock(mutex_);
+  Clock::time_point next_tick = clock_->now();
+  while (!stopping_threads_) {
+    const Clock::time_point now = clock_->now();
+    if (now < next_tick) {
+      clock_->wait_until(maintainer_cv_, lock, next_tick);
+      continue;
+    }
+    next_tick = now + kMaintenanceTick;
+    lock.unlock();
+    maintain_once(now);
+    lock.lock();
+  }
+}
+
+void PoolCore::maintain_once(Clock::time_point now) {
+  std::vector<std::unique_ptr<Slot>> doomed;
+  std::vector<LeakReport> leaks;
+  std::optional<std::pair<PoolState, PoolState>> transition;
+  bool validate = false;
+  {
+    Lock lock(mutex_);
+    if (closing_) return;
+    if (!initialized_ && !init_failed_ && now - created_at_ >= config_.init_timeout) {
+      init_failed_ = true;
+      record_error_locked(ErrorType::kConnectionFailed, "Pool initialization timeout", now);
+      drained_cv_.notify_all();
+    }
+    // Oldest idle first (idle_ is a stack). Lifetime applies to all idle
+    // connections, idleness only above min_size.
+    for (std::size_t i = 0; i < idle_.size();) {
+      Slot* slot = idle_[i];
+      std::optional<CloseReason> reason;
+      if (now >= slot->expires_at) {
+        reason = CloseReason::kLifetime;
+      } else if (slots_.size() > config_.min_size && now - slot->last_used >= config_.max_idle_time) {
+        reason = CloseReason::kIdle;
+      }
+      if (!reason) {
+        ++i;
+        continue;
+      }
+      idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+      doomed.push_back(remove_slot_locked(slot, *reason));
+    }
+    if (config_.enable_leak_detection) {
+      for (const auto& slot : slots_) {
+        if (slot->lent && !slot->leak_reported &&
+            now - slot->lent_at >= config_.leak_detection_timeout) {
+          slot->leak_reported = true;
+          ++leaks_detected_;
+          leaks.push_back(LeakReport{slot->id, to_seconds(now - slot->lent_at), slot->site,
+                                     slot->caller, slot->connection->backend_pid()});
+        }
+      }
+    }
+    if (now - last_validated_ >= config_.health_check_interval) {
+      last_validated_ = now;
+      validate = true;
+    }
+    transition = update_state_locked(now);
+    if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+  }
+  doomed.clear();
+  for (const auto& leak : leaks) log_leak(config_.name, leak, false);
+  if (transition) log_transition(config_.name, transition->first, transition->second);
+  if (validate) validate_idle_connections(now, false);
+}
+
+void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
+  std::vector<Slot*> candidates;
+  {
+    Lock lock(mutex_);
+    if (closing_) return;
+    // The least recently used idle connection, unless it was in use within
+    // the interval (then the database evidently answered).
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      if (all || (candidates.empty() && now - (*it)->last_used >= config_.health_check_interval)) {
+        candidates.push_back(*it);
+        it = idle_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (candidates.empty()) {
+      // A busy pool has no idle connection to probe; a connection that came
+      // back healthy since the last check is evidence enough.
+      if (last_good_release_ && (!last_health_check_ || *last_good_release_ > *last_health_check_)) {
+        last_health_check_ = *last_good_release_;
+        last_health_check_wall_ =
+            clock_->wall_now() - duration_cast<std::chrono::system_clock::duration>(
+                                     now - *last_good_release_);
+      }
+      return;
+    }
+    validating_ += candidates.size();
+  }
+  bool any_failed = false;
+  for (Slot* slot : candidates) {
+    const Clock::time_point started = clock_->now();
+    std::optional<std::string> failure;
+    try {
+      slot->connection->validate();
+    } catch (const std::exception& error) {
+      failure = error.what();
+    }
+    const Clock::time_point finished = clock_->now();
+    std::unique_ptr<Slot> doomed;
+    {
+      Lock lock(mutex_);
+      --validating_;
+      if (failure) {
+        any_failed = true;
+        record_error_locked(ErrorType::kValidationFailed,
+                            fmt::format("Connection validation failed: {}", *failure), finished);
+        doomed = remove_slot_locked(slot, CloseReason::kValidation);
+      } else if (closing_) {
+        doomed = remove_slot_locked(slot, CloseReason::kShutdown);
+      } else {
+        last_health_check_ = finished;
+        last_health_check_wall_ = clock_->wall_now();
+        last_latency_ms_ = to_ms(finished - started);
+        slot->last_used = finished;
+        if (!hand_to_waiter_locked(slot, finished)) idle_.insert(idle_.begin(), slot);
+      }
+      if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
+      if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+    }
+    if (failure) {
+      log(LogLevel::kWarning, fmt::format("Connection validation failed: {}", *failure),
+          {{"pool", config_.name}, {"connection_id", fmt::format("conn_{}", slot->id)}});
+    }
+  }
+  // One dead connection usually means the server went away: check the rest
+  // now instead of handing them out one by one.
+  if (any_failed && !all) validate_idle_connections(clock_->now(), true);
+}
+
+// ---------------------------------------------------------------- state
+
+PoolState PoolCore::evaluate_state_locked(Clock::time_point now) const {
+  if (terminated_) return PoolState::kTerminated;
+  if (closing_) return PoolState::kShuttingDown;
+  if (!initialized_ && !init_failed_) return PoolState::kInitializing;
+  if (recovering_) return PoolState::kRecovering;
+  PoolStatistics stats = statistics_locked(now);
+  stats.state = PoolState::kHealthy;  // judge load and errors only
+  switch (evaluate_health(stats, HealthThresholds{config_.healthy_headroom,
+                                                  config_.degraded_headroom,
+                                                  to_ms(config_.degraded_wait_threshold)})) {
+    case HealthStatus::kHealthy: return PoolState::kHealthy;
+    case HealthStatus::kDegraded: return PoolState::kDegraded;
+    case HealthStatus::kUnhealthy: return PoolState::kUnhealthy;
+  }
+  return PoolState::kUnhealthy;
+}
+
+std::optional<std::pair<PoolState, PoolState>> PoolCore::update_state_locked(Clock::time_point now) {
+  const PoolState next = evaluate_state_locked(now);
+  const PoolState previous = state_.load(std::memory_order_relaxed);
+  if (next == previous) return std::nullopt;
+  state_.store(next, std::memory_order_release);
+  return std::make_pair(previous, next);
+}
+
+void PoolCore::log_transition(const std::string& pool, PoolState from, PoolState to) {
+  auto upper = [](std::string_view name) {
+    std::string out(name);
+    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::toupper(c); });
+    return out;
+  };
+  const LogLevel level = (to == PoolState::kUnhealthy || to == PoolState::kRecovering)
+                             ? LogLevel::kWarning
+                             : LogLevel::kInfo;
+  log(level, fmt::format("Health status: {} -> {}", upper(to_string(from)), upper(to_string(to))),
+      {{"pool", pool}, {"from", to_string(from)}, {"to", to_string(to)}});
+}
+
+// ---------------------------------------------------------------- statistics
+
+PoolStatistics PoolCore::statistics() const {
+  const Clock::time_point now = clock_->now();
+  Lock lock(mutex_);
+  return statistics_locked(now);
+}
+
+PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
+  PoolStatistics s;
+  s.pool_name = config_.name;
+  s.total_connections = slots_.size();
+  s.idle_connections = idle_.size() + validating_;
+  s.active_connections = active_;
+  s.waiting_requests = waiters_.size();
+  s.pending_connections = pending_;
+  for (const auto& slot : slots_) s.leaked_connections += slot->lent && slot->leak_reported;
+  s.min_size = config_.min_size;
+  s.max_size = config_.max_size;
+  s.avg_acquisition_time_ms =
+      acquisitions_ == 0 ? 0.0 : acquisition_ms_sum_ / static_cast<double>(acquisitions_);
+  s.peak_active_connections = peak_active_;
+  s.peak_wait_time_ms = peak_wait_ms_;
+  const auto recent = window_.summarize(now);
+  s.recent_peak_active_connections = std::max(recent.peak_active, active_);
+  s.recent_peak_wait_time_ms = recent.peak_wait_ms;
+  s.recent_errors = recent.errors;
+  s.total_acquisitions = acquisitions_;
+  s.total_releases = releases_;
+  s.acquire_timeouts = timeouts_;
+  s.connections_created = created_;
+  s.connection_failures = failures_;
+  s.reconnect_attempts = reconnects_;
+  s.leaks_detected = leaks_detected_;
+  s.leaks_returned = leaks_returned_;
+  s.connections_closed = closed_;
+  s.errors = errors_;
+  s.pool_created_at = created_wall_;
+  if (last_health_check_) s.last_health_check = last_health_check_wall_;
+  s.last_validation_latency_ms = last_latency_ms_;
+  s.last_error = last_error_;
+  if (last_error_) s.last_error_time = last_error_wall_;
+  s.state = state_.load(std::memory_order_acquire);
+  s.health = evaluate_health(s, HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
+                                                 to_ms(config_.degraded_wait_threshold)});
+  s.uptime_seconds = to_seconds(now - created_at_);
+  return s;
+}
+
+bool PoolCore::wait_until_ready() {
+  Lock lock(mutex_);
+  while (!initialized_ && !init_failed_ && !closing_) {
+    clock_->wait_until(drained_cv_, lock, clock_->now() + kIdleWait);
+  }
+  return initialized_ && !closing_;
+}
+
+// ---------------------------------------------------------------- shutdown
+
+void PoolCore::shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    const Clock::time_point started = clock_->now();
+    std::vector<std::unique_ptr<Slot>> doomed;
+    std::optional<std::pair<PoolState, PoolState>> transition;
+    std::size_t active = 0;
+    {
+      Lock lock(mutex_);
+      closing_ = true;
+      transition = update_state_locked(started);
+      for (Waiter* waiter : waiters_) {
+        waiter->closed = true;
+        waiter->cv.notify_one();
+      }
+      waiters_.clear();
+      for (Slot* slot : idle_) doomed.push_back(remove_slot_locked(slot, CloseReason::kShutdown));
+      idle_.clear();
+      active = active_;
+    }
+    log(LogLevel::kInfo, "Graceful shutdown initiated", {{"pool", config_.name}});
+    if (transition) log_transition(config_.name, transition->first, transition->second);
+    doomed.clear();
+    if (active > 0) {
+      log(LogLevel::kInfo,
+          fmt::format("Waiting for {} active connections to complete (timeout: {}s)", active,
+                      duration<double>(config_.shutdown_timeout).count()),
+          {{"pool", config_.name}});
+    }
+    std::size_t still_active = 0;
+    {
+      Lock lock(mutex_);
+      const Clock::time_point deadline = started + config_.shutdown_timeout;
+      while ((active_ > 0 || validating_ > 0) &&
+             clock_->wait_until(drained_cv_, lock, deadline) != std::cv_status::timeout) {
+      }
+      still_active = active_;
+      stopping_threads_ = true;
+      connector_cv_.notify_all();
+      maintainer_cv_.notify_all();
+      drained_cv_.notify_all();
+    }
+    if (connector_.joinable()) connector_.join();
+    if (maintainer_.joinable()) maintainer_.join();
+    {
+      Lock lock(mutex_);
+      // Connections still lent out are closed when they come back.
+      for (Slot* slot : idle_) doomed.push_back(remove_slot_locked(slot, CloseReason::kShutdown));
+      idle_.clear();
+      terminated_ = true;
+      state_.store(PoolState::kTerminated, std::memory_order_release);
+    }
+    doomed.clear();
+    const double took = to_seconds(clock_->now() - started);
+    if (still_active == 0) {
+      log(LogLevel::kInfo, fmt::format("All connections closed gracefully in {:.1f}s", took),
+          {{"pool", config_.name}});
+    } else {
+      log(LogLevel::kWarning,
+          fmt::format("Shutdown timeout: {} connections still active after {:.1f}s; they are "
+                      "closed when returned",
+                      still_active, took),
+          {{"pool", config_.name}, {"active", still_active}});
+    }
+    log_transition(config_.name, PoolState::kShuttingDown, PoolState::kTerminated);
+    log(LogLevel::kInfo, "Connection pool terminated", {{"pool", config_.name}});
+  });
+}
+
+// ---------------------------------------------------------------- observers
+
+void PoolCore::add_observer(std::shared_ptr<PoolObserver> observer) {
+  if (!observer) return;
+  Lock lock(mutex_);
+  const std::size_t count = observer_count_.load(std::memory_order_relaxed);
+  if (count == kMaxObservers) throw std::length_error("poolscope::Pool: too many observers");
+  observers_[count] = std::move(observer);
+  observer_count_.store(count + 1, std::memory_order_release);
+}
+
+void PoolCore::notify_acquired(nanoseconds waited) noexcept {
+  const std::size_t count = observer_count_.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < count; ++i) observers_[i]->on_acquired(waited);
+}
+
+void PoolCore::notify_released(nanoseconds held) noexcept {
+  const std::size_t count = observer_count_.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < count; ++i) observers_[i]->on_released(held);
+}
+
+void PoolCore::notify_created(nanoseconds took) noexcept {
+  const std::size_t count = observer_count_.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < count; ++i) observers_[i]->on_connection_created(took);
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------- Pool facade
+
+Pool::Pool(PoolConfig config)
+    : Pool(config, std::shared_ptr<ConnectionFactory>(make_libpqxx_factory(config)),
+           Clock::system()) {}
+
+Pool::Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
+           std::shared_ptr<Clock> clock)
+    : core_(std::make_shared<detail::PoolCore>(std::move(config), std::move(factory),
+                                               std::move(clock))) {
+  core_->start();
+}
+
+Pool::~Pool() { core_->shutdown(); }
+
+// noinline: the return address must be in the caller's code for leak reports.
+__attribute__((noinline)) PooledConnection Pool::acquire(std::source_location site) {
+  return core_->acquire(core_->config().acquire_timeout, site, __builtin_return_address(0));
+}
+
+__attribute__((noinline)) PooledConnection Pool::acquire(std::chrono::milliseconds timeout,
+                                                         std::source_location site) {
+  return core_->acquire(timeout, site, __builtin_return_address(0));
+}
+
+bool Pool::wait_until_ready() { return core_->wait_until_ready(); }
+PoolStatistics Pool::get_statistics() const { return core_->statistics(); }
+PoolState Pool::state() const noexcept { return core_->state(); }
+void Pool::shutdown() { core_->shutdown(); }
+void Pool::add_observer(std::shared_ptr<PoolObserver> observer) {
+  core_->add_observer(std::move(observer));
+}
+const PoolConfig& Pool::config() const noexcept { return core_->config(); }
+HealthThresholds Pool::health_thresholds() const noexcept {
+  const auto& config = core_->config();
+  return HealthThresholds{config.healthy_headroom, config.degraded_headroom,
+                          std::chrono::duration<double, std::milli>(config.degraded_wait_threshold).count()};
+}
+
+}  // namespace poolscope

@@ -1,0 +1,166 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <source_location>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "poolscope/clock.h"
+#include "poolscope/connection.h"
+#include "poolscope/pool_config.h"
+#include "poolscope/pool_observer.h"
+#include "poolscope/pool_statistics.h"
+#include "poolscope/pooled_connection.h"
+#include "stats_window.h"
+
+// Annotations for readers (and for clang's -Wthread-safety where available).
+#define POOLSCOPE_GUARDED_BY(mutex)
+
+namespace poolscope::detail {
+
+/// One open connection and what the pool knows about it. Owned by
+/// PoolCore::slots_; a PooledConnection points at it while it is lent out.
+struct Slot {
+  std::unique_ptr<Connection> connection;
+  std::uint64_t id = 0;
+  Clock::time_point created_at{};
+  Clock::time_point expires_at{};  ///< created_at + lifetime - jitter
+  Clock::time_point last_used{};   ///< last release (or creation)
+
+  // Set while lent out (guarded by the pool mutex, read by the holder only
+  // through the handle).
+  bool lent = false;
+  Clock::time_point lent_at{};
+  std::source_location site{};
+  void* caller = nullptr;  ///< return address in the caller of acquire()
+  bool leak_reported = false;
+  std::atomic<bool> marked_broken{false};
+};
+
+/// A thread blocked in acquire(). Lives on that thread's stack; the pool
+/// only touches it under the mutex, and hands a connection over by setting
+/// `granted` (and accounting for the hand-over) before notifying.
+struct Waiter {
+  std::condition_variable cv;
+  Slot* granted = nullptr;
+  bool closed = false;
+  Clock::time_point started{};
+  std::source_location site{};
+  void* caller = nullptr;
+};
+
+/// The shared state of a Pool. Handles keep it alive through shared_ptr, so a
+/// connection returned after the Pool object is gone still finds its pool.
+/// Thread-safe: one mutex (mutex_) guards everything below it; counters that
+/// are read without it are atomics.
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+ public:
+  PoolCore(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
+           std::shared_ptr<Clock> clock);
+  ~PoolCore();
+
+  void start();
+  PooledConnection acquire(std::chrono::milliseconds timeout, std::source_location site,
+                           void* caller);
+  void release(Slot* slot) noexcept;
+  bool wait_until_ready();
+  PoolStatistics statistics() const;
+  PoolState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  void shutdown();
+  void add_observer(std::shared_ptr<PoolObserver> observer);
+  const PoolConfig& config() const noexcept { return config_; }
+
+ private:
+  static constexpr std::size_t kMaxObservers = 8;
+
+  using Lock = std::unique_lock<std::mutex>;
+
+  // --- under mutex_ ---
+  void lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
+                   const std::source_location& site, void* caller);
+  bool hand_to_waiter_locked(Slot* slot, Clock::time_point now);
+  std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason);
+  std::size_t connection_deficit_locked() const;
+  void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now);
+  PoolStatistics statistics_locked(Clock::time_point now) const;
+  PoolState evaluate_state_locked(Clock::time_point now) const;
+  // Moves the state and returns the log line to write once the lock is gone.
+  std::optional<std::pair<PoolState, PoolState>> update_state_locked(Clock::time_point now);
+  std::chrono::milliseconds backoff_delay(std::uint64_t failures) const;
+  Clock::time_point expiry_for(Clock::time_point created);
+
+  // --- background threads ---
+  void connector_loop();
+  void maintainer_loop();
+  void maintain_once(Clock::time_point now);
+  void validate_idle_connections(Clock::time_point now, bool all);
+
+  // --- helpers without the lock ---
+  void notify_acquired(std::chrono::nanoseconds waited) noexcept;
+  void notify_released(std::chrono::nanoseconds held) noexcept;
+  void notify_created(std::chrono::nanoseconds took) noexcept;
+  static void log_transition(const std::string& pool, PoolState from, PoolState to);
+  static void close_all(std::vector<std::unique_ptr<Slot>>& slots) noexcept;
+
+  const PoolConfig config_;
+  const std::shared_ptr<ConnectionFactory> factory_;
+  const std::shared_ptr<Clock> clock_;
+  const Clock::time_point created_at_;
+  const std::chrono::system_clock::time_point created_wall_;
+
+  std::array<std::shared_ptr<PoolObserver>, kMaxObservers> observers_{};
+  std::atomic<std::size_t> observer_count_{0};
+  std::atomic<PoolState> state_{PoolState::kInitializing};
+
+  mutable std::mutex mutex_;
+  std::condition_variable connector_cv_;   // work for the connector
+  std::condition_variable maintainer_cv_;  // stop for the maintainer
+  std::condition_variable drained_cv_;     // active reached 0 / ready changed
+  std::vector<std::unique_ptr<Slot>> slots_ POOLSCOPE_GUARDED_BY(mutex_);
+  std::vector<Slot*> idle_ POOLSCOPE_GUARDED_BY(mutex_);  // LIFO: hot connections stay hot
+  std::deque<Waiter*> waiters_ POOLSCOPE_GUARDED_BY(mutex_);
+  std::size_t active_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
+  std::size_t validating_ POOLSCOPE_GUARDED_BY(mutex_) = 0;  // idle, out for SELECT 1
+  std::size_t pending_ POOLSCOPE_GUARDED_BY(mutex_) = 0;     // being opened
+  std::uint64_t next_id_ POOLSCOPE_GUARDED_BY(mutex_) = 1;
+  bool closing_ POOLSCOPE_GUARDED_BY(mutex_) = false;
+  bool stopping_threads_ POOLSCOPE_GUARDED_BY(mutex_) = false;
+  bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // min_size reached once
+  bool init_failed_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // init timeout passed first
+  bool recovering_ POOLSCOPE_GUARDED_BY(mutex_) = false;   // connects failing, nothing open
+  bool terminated_ POOLSCOPE_GUARDED_BY(mutex_) = false;
+  std::uint64_t consecutive_failures_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
+  Clock::time_point next_connect_at_ POOLSCOPE_GUARDED_BY(mutex_){};
+  Clock::time_point last_validated_ POOLSCOPE_GUARDED_BY(mutex_){};
+  std::mt19937_64 jitter_ POOLSCOPE_GUARDED_BY(mutex_);
+
+  // Statistics (guarded by mutex_ so that every snapshot is consistent).
+  StatsWindow window_ POOLSCOPE_GUARDED_BY(mutex_);
+  std::uint64_t acquisitions_ = 0, releases_ = 0, timeouts_ = 0, created_ = 0, failures_ = 0,
+                reconnects_ = 0, leaks_detected_ = 0, leaks_returned_ = 0;
+  double acquisition_ms_sum_ = 0.0, peak_wait_ms_ = 0.0;
+  std::size_t peak_active_ = 0;
+  std::array<std::uint64_t, kCloseReasonCount> closed_{};
+  std::array<std::uint64_t, kErrorTypeCount> errors_{};
+  std::optional<Clock::time_point> last_health_check_;
+  std::chrono::system_clock::time_point last_health_check_wall_{};
+  std::optional<Clock::time_point> last_good_release_;
+  std::optional<double> last_latency_ms_;
+  std::optional<std::string> last_error_;
+  std::chrono::system_clock::time_point last_error_wall_{};
+
+  std::thread connector_;
+  std::thread maintainer_;
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace poolscope::detail

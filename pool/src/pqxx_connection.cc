@@ -1,0 +1,258 @@
+// The libpqxx-backed Connection and its factory.
+
+#include <poll.h>
+
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "poolscope/connection.h"
+#include "poolscope/error.h"
+#include "poolscope/pool_config.h"
+
+namespace poolscope {
+namespace {
+
+// libpqxx 6.4 keeps the PGconn* private, but the pool must read the
+// transaction status (PQtransactionStatus) without a round trip to know
+// whether a returned connection is still inside a transaction. An explicit
+// template instantiation may name a private member (C++20 [temp.spec]/6), so
+// this grants read access to the accessor without touching libpqxx's headers.
+using RawConnectionFn = pqxx::internal::pq::PGconn* (pqxx::connection_base::*)() const;
+RawConnectionFn raw_connection_fn();
+template <RawConnectionFn Fn>
+struct RawConnectionAccess {
+  friend RawConnectionFn raw_connection_fn() { return Fn; }
+};
+template struct RawConnectionAccess<&pqxx::connection_base::raw_connection>;
+
+PGconn* raw(const pqxx::connection_base& connection) { return (connection.*raw_connection_fn())(); }
+
+struct ParsedConninfo {
+  std::vector<std::pair<std::string, std::string>> options;  // keyword, value (set ones only)
+  std::string password;
+};
+
+// Parses a URI or key=value string with libpq itself, so poolscope accepts
+// exactly what libpq accepts. Throws ConfigError without echoing the input
+// (it may contain a password).
+ParsedConninfo parse_conninfo(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (options == nullptr) {
+    std::string reason = error != nullptr ? error : "out of memory";
+    if (error != nullptr) PQfreemem(error);
+    // libpq quotes the offending fragment, which may be part of a password.
+    if (const auto quote = reason.find('"'); quote != std::string::npos) reason.resize(quote);
+    while (!reason.empty() && (reason.back() == '\n' || reason.back() == ' ' || reason.back() == ':')) {
+      reason.pop_back();
+    }
+    throw ConfigError("DATABASE_URL", redact_database_url(url),
+                      fmt::format("libpq cannot parse it ({}); expected a URI such as "
+                                  "postgresql://user:password@host:5432/dbname or a key=value "
+                                  "string such as 'host=localhost dbname=app'",
+                                  reason));
+  }
+  ParsedConninfo parsed;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr || *option->val == '\0') continue;
+    if (std::string_view(option->keyword) == "password") parsed.password = option->val;
+    parsed.options.emplace_back(option->keyword, option->val);
+  }
+  PQconninfoFree(options);
+  return parsed;
+}
+
+std::string quote_value(const std::string& value) {
+  std::string quoted = "'";
+  for (const char c : value) {
+    if (c == '\'' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  quoted += '\'';
+  return quoted;
+}
+
+std::string scrub(std::string text, const std::string& secret) {
+  if (secret.empty()) return text;
+  for (std::size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at)) {
+    text.replace(at, secret.size(), "***");
+    at += 3;
+  }
+  return text;
+}
+
+std::string first_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (auto& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
+class PqxxConnection final : public Connection {
+ public:
+  PqxxConnection(std::unique_ptr<pqxx::connection> connection, std::chrono::milliseconds io_timeout)
+      : connection_(std::move(connection)), io_timeout_(io_timeout) {
+    // A broken libpqxx 6 connection silently reconnects on next use unless
+    // told not to; the pool must see it broken and replace it instead.
+    // (Deprecated in libpqxx 6.4 because 7.x dropped reactivation altogether.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    connection_->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
+  }
+
+  bool is_open() const noexcept override {
+    PGconn* handle = raw(*connection_);
+    return connection_->is_open() && handle != nullptr && PQstatus(handle) == CONNECTION_OK;
+  }
+
+  bool in_transaction() const noexcept override {
+    PGconn* handle = raw(*connection_);
+    return handle == nullptr || PQtransactionStatus(handle) != PQTRANS_IDLE;
+  }
+
+  void validate() override {
+    PGconn* handle = raw(*connection_);
+    if (handle == nullptr || PQstatus(handle) != CONNECTION_OK) {
+      throw Error("Connection validation failed: connection is closed");
+    }
+    // Sent asynchronously and polled with a deadline: a server that stopped
+    // answering (SIGSTOP, network partition) must not hang the pool.
+    if (PQsendQuery(handle, "SELECT 1") == 0) {
+      throw Error("Connection validation failed: " + first_line(PQerrorMessage(handle)));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + io_timeout_;
+    while (PQisBusy(handle) != 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        throw Error(fmt::format("Connection validation failed: no answer within {} ms",
+                                io_timeout_.count()));
+      }
+      pollfd descriptor{PQsocket(handle), POLLIN, 0};
+      const int ready = ::poll(&descriptor, 1, static_cast<int>(left.count()));
+      if (ready < 0 && errno != EINTR) throw Error("Connection validation failed: poll failed");
+      if (ready > 0 && PQconsumeInput(handle) == 0) {
+        throw Error("Connection validation failed: " + first_line(PQerrorMessage(handle)));
+      }
+    }
+    bool ok = false;
+    while (PGresult* result = PQgetResult(handle)) {
+      ok = ok || (PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1);
+      PQclear(result);
+    }
+    if (!ok) throw Error("Connection validation failed: " + first_line(PQerrorMessage(handle)));
+  }
+
+  pqxx::connection& native() override { return *connection_; }
+
+  int backend_pid() const noexcept override { return connection_->backendpid(); }
+
+ private:
+  std::unique_ptr<pqxx::connection> connection_;
+  std::chrono::milliseconds io_timeout_;
+};
+
+class PqxxFactory final : public ConnectionFactory {
+ public:
+  explicit PqxxFactory(const PoolConfig& config) {
+    if (config.database_url.empty()) {
+      throw ConfigError("DATABASE_URL", "",
+                        "not set; expected a libpq URI such as "
+                        "postgresql://user:password@host:5432/dbname or a key=value string");
+    }
+    ParsedConninfo parsed = parse_conninfo(config.database_url);
+    password_ = parsed.password;
+    // libpq's connect_timeout is in whole seconds and values below 2 are
+    // raised to 2 by libpq itself.
+    const auto connect_timeout = std::max<std::int64_t>(
+        2, static_cast<std::int64_t>(std::ceil(config.init_timeout.count() / 1000.0)));
+    io_timeout_ = std::chrono::milliseconds(connect_timeout * 1000);
+    bool has_timeout = false;
+    bool has_application_name = false;
+    std::string startup_options;
+    for (const auto& [keyword, value] : parsed.options) {
+      if (keyword == "connect_timeout") {
+        has_timeout = true;
+      } else if (keyword == "application_name") {
+        has_application_name = true;
+      } else if (keyword == "options") {
+        startup_options = value;
+        continue;
+      }
+      conninfo_ += fmt::format("{}={} ", keyword, quote_value(value));
+      if (keyword == "host" || keyword == "hostaddr" || keyword == "port" ||
+          keyword == "dbname" || keyword == "user") {
+        description_ += fmt::format("{}{}={}", description_.empty() ? "" : " ", keyword, value);
+      }
+    }
+    if (!has_timeout) conninfo_ += fmt::format("connect_timeout={} ", connect_timeout);
+    if (!has_application_name) conninfo_ += "application_name=poolscope ";
+    // statement_timeout travels in the startup packet: no extra round trip,
+    // and RESET ALL / DISCARD ALL return to it.
+    if (config.command_timeout.count() > 0) {
+      startup_options += fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
+                                     config.command_timeout.count());
+    }
+    if (!startup_options.empty()) conninfo_ += fmt::format("options={}", quote_value(startup_options));
+    if (description_.empty()) description_ = "(libpq defaults)";
+  }
+
+  std::unique_ptr<Connection> connect() override {
+    try {
+      auto connection = std::make_unique<pqxx::connection>(conninfo_);
+      auto pooled = std::make_unique<PqxxConnection>(std::move(connection), io_timeout_);
+      pooled->validate();
+      return pooled;
+    } catch (const pqxx::broken_connection& error) {
+      throw Error("Database connection refused: " + first_line(scrub(error.what(), password_)));
+    } catch (const Error& error) {
+      throw Error(first_line(scrub(error.what(), password_)));
+    } catch (const std::exception& error) {
+      throw Error("Database connection failed: " + first_line(scrub(error.what(), password_)));
+    }
+  }
+
+  std::string describe() const override { return description_; }
+
+ private:
+  std::string conninfo_;
+  std::string description_;
+  std::string password_;
+  std::chrono::milliseconds io_timeout_{2000};
+};
+
+}  // namespace
+
+std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config) {
+  return std::make_unique<PqxxFactory>(config);
+}
+
+std::string redact_database_url(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (options == nullptr) {
+    if (error != nullptr) PQfreemem(error);
+    return "<unparseable connection string>";
+  }
+  std::string redacted;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr || *option->val == '\0') continue;
+    const bool secret = std::string_view(option->keyword) == "password";
+    redacted += fmt::format("{}{}={}", redacted.empty() ? "" : " ", option->keyword,
+                            secret ? "***" : option->val);
+  }
+  PQconninfoFree(options);
+  return redacted;
+}
+
+}  // namespace poolscope
