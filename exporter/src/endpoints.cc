@@ -1,0 +1,181 @@
+#include "endpoints.h"
+
+#include <cctype>
+#include <exception>
+#include <optional>
+
+#include <prometheus/text_serializer.h>
+
+#include "exporter_log.h"
+#include "gzip.h"
+#include "health_document.h"
+
+namespace poolscope::exporter {
+namespace {
+
+constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
+constexpr std::string_view kReadOnlyMethods = "GET, HEAD, OPTIONS";
+
+HttpResponse text_response(int status, std::string body) {
+  HttpResponse response;
+  response.status = status;
+  response.content_type = "text/plain; charset=utf-8";
+  response.body = std::move(body);
+  return response;
+}
+
+bool is_read_method(std::string_view method) { return method == "GET" || method == "HEAD"; }
+
+// 204 for OPTIONS, 405 for anything else that is not GET/HEAD; nullopt when
+// the method is fine.
+std::optional<HttpResponse> check_read_method(std::string_view method) {
+  if (is_read_method(method)) return std::nullopt;
+  HttpResponse response;
+  if (method == "OPTIONS") {
+    response.status = 204;
+  } else {
+    response = text_response(405, "405 method not allowed\n");
+  }
+  response.headers.emplace_back("Allow", kReadOnlyMethods);
+  return response;
+}
+
+std::string lowercase(std::string_view text) {
+  std::string lowered(text);
+  for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lowered;
+}
+
+std::string_view host_without_port(std::string_view host) {
+  if (!host.empty() && host.front() == '[') {
+    const std::size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(0, close + 1);
+  }
+  const std::size_t colon = host.rfind(':');
+  return colon == std::string_view::npos ? host : host.substr(0, colon);
+}
+
+}  // namespace
+
+bool is_allowed_origin(std::string_view origin, std::string_view host) noexcept {
+  if (origin.empty()) return true;
+  const std::string lowered = lowercase(origin);
+  std::string_view rest = lowered;
+  if (rest.starts_with("http://")) {
+    rest.remove_prefix(7);
+  } else if (rest.starts_with("https://")) {
+    rest.remove_prefix(8);
+  } else {
+    return false;  // "null" and other schemes
+  }
+  const std::string_view authority = rest.substr(0, rest.find('/'));
+  if (authority.empty()) return false;
+  const std::string_view origin_host = host_without_port(authority);
+  if (origin_host == "localhost" || origin_host == "127.0.0.1" || origin_host == "[::1]") {
+    return true;
+  }
+  return !host.empty() && authority == lowercase(host);
+}
+
+Endpoints::Endpoints(Options options, Sources sources,
+                     std::unique_ptr<BasicAuthenticator> authenticator,
+                     std::unique_ptr<RateLimiter> rate_limiter)
+    : options_(std::move(options)),
+      sources_(std::move(sources)),
+      authenticator_(std::move(authenticator)),
+      rate_limiter_(std::move(rate_limiter)),
+      mcp_server_(
+          McpServer::Resources{
+              [this] { return health_document(sources_.statistics(), sources_.now()); },
+              [this] { return statistics_document(sources_.statistics()); }},
+          "poolscope-exporter", options_.version) {}
+
+HttpResponse Endpoints::handle(const HttpRequest& request) const {
+  HttpResponse response;
+  try {
+    response = route(request);
+  } catch (const std::exception& error) {
+    log_event(LogLevel::kError, "Request failed",
+              {{"path", request.path}, {"error", error.what()}});
+    response = text_response(500, "500 internal server error\n");
+  } catch (...) {
+    response = text_response(500, "500 internal server error\n");
+  }
+  for (const auto& header : options_.response_headers) response.headers.push_back(header);
+  return response;
+}
+
+HttpResponse Endpoints::route(const HttpRequest& request) const {
+  if (rate_limiter_ && !rate_limiter_->allow()) {
+    return text_response(429, "429 too many requests\n");
+  }
+  if (authenticator_ && !authenticator_->authorize(request.authorization)) {
+    HttpResponse response = text_response(401, "401 unauthorized\n");
+    response.headers.emplace_back("WWW-Authenticate", BasicAuthenticator::kChallenge);
+    return response;
+  }
+  const std::string& path = request.path;
+  if (path == options_.telemetry_path) {
+    if (auto refused = check_read_method(request.method)) return *refused;
+    return metrics(request);
+  }
+  if (path == "/health") {
+    if (auto refused = check_read_method(request.method)) return *refused;
+    return health();
+  }
+  if (path == "/mcp") return mcp(request);
+  if (path == "/") {
+    if (auto refused = check_read_method(request.method)) return *refused;
+    return landing();
+  }
+  return text_response(404, "404 page not found\n");
+}
+
+HttpResponse Endpoints::metrics(const HttpRequest& request) const {
+  const std::vector<prometheus::MetricFamily> families = sources_.metrics();
+  HttpResponse response;
+  response.content_type = kMetricsContentType;
+  response.body = prometheus::TextSerializer().Serialize(families);
+  response.headers.emplace_back("Vary", "Accept-Encoding");
+  if (accepts_gzip(request.accept_encoding)) {
+    response.body = gzip_compress(response.body);
+    response.headers.emplace_back("Content-Encoding", "gzip");
+  }
+  return response;
+}
+
+HttpResponse Endpoints::health() const {
+  const PoolStatistics stats = sources_.statistics();
+  const bool serving = can_serve(stats) && !shutting_down();
+  HttpResponse response;
+  response.status = serving ? 200 : 503;
+  response.content_type = "application/json";
+  response.body = health_document(stats, sources_.now())
+                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  response.headers.emplace_back("Cache-Control", "no-store");
+  return response;
+}
+
+HttpResponse Endpoints::landing() const {
+  HttpResponse response;
+  response.content_type = "text/html; charset=utf-8";
+  response.body = render_landing_page({options_.version, options_.telemetry_path},
+                                      sources_.statistics(), shutting_down());
+  response.headers.emplace_back("Cache-Control", "no-store");
+  return response;
+}
+
+HttpResponse Endpoints::mcp(const HttpRequest& request) const {
+  if (!is_allowed_origin(request.origin, request.host)) {
+    return text_response(403, "403 forbidden: unexpected Origin\n");
+  }
+  if (!request.mcp_protocol_version.empty() &&
+      !McpServer::is_supported_protocol_version(request.mcp_protocol_version)) {
+    return text_response(400, "400 bad request: unsupported MCP-Protocol-Version\n");
+  }
+  HttpResponse response = mcp_server_.handle(request.method, request.accept, request.body);
+  response.headers.emplace_back("Cache-Control", "no-store");
+  return response;
+}
+
+}  // namespace poolscope::exporter

@@ -1,0 +1,369 @@
+#include "exporter_options.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <civetweb.h>
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include "exporter_error.h"
+#include "poolscope/error.h"
+#include "poolscope/version.h"
+
+namespace poolscope::exporter {
+namespace {
+
+using namespace std::chrono_literals;
+
+enum class Kind { kText, kSize, kDuration, kBool, kFraction, kLogLevel };
+
+// A flag that mirrors one of PoolConfig::from_env()'s variables.
+struct MirroredFlag {
+  const char* flag;
+  const char* variable;
+  Kind kind;
+  const char* help;
+};
+
+const MirroredFlag kMirroredFlags[] = {
+    {"--database.url", "DATABASE_URL", Kind::kText,
+     "PostgreSQL URI or key=value string. Prefer the variable: flags are visible in ps"},
+    {"--pool.name", "POOL_NAME", Kind::kText, "value of the pool label (default: default)"},
+    {"--pool.min-size", "POOL_MIN_SIZE", Kind::kSize, "connections kept open (default: 2)"},
+    {"--pool.max-size", "POOL_MAX_SIZE", Kind::kSize, "most connections open (default: 10)"},
+    {"--pool.acquire-timeout", "POOL_ACQUIRE_TIMEOUT", Kind::kDuration,
+     "how long acquire() waits (default: 30s)"},
+    {"--pool.init-timeout", "POOL_INIT_TIMEOUT", Kind::kDuration,
+     "time to open min-size connections at start (default: 2s)"},
+    {"--pool.max-connection-lifetime", "POOL_MAX_CONNECTION_LIFETIME", Kind::kDuration,
+     "recycle connections older than this (default: 1h)"},
+    {"--pool.max-idle-time", "POOL_MAX_IDLE_TIME", Kind::kDuration,
+     "close idle connections above min-size after this (default: 5m)"},
+    {"--pool.command-timeout", "POOL_COMMAND_TIMEOUT", Kind::kDuration,
+     "statement_timeout of every connection, 0 = none (default: 60s)"},
+    {"--pool.enable-leak-detection", "POOL_ENABLE_LEAK_DETECTION", Kind::kBool,
+     "warn about connections held too long (default: true)"},
+    {"--pool.leak-detection-timeout", "POOL_LEAK_DETECTION_TIMEOUT", Kind::kDuration,
+     "held longer than this counts as a leak (default: 30s)"},
+    {"--pool.shutdown-timeout", "POOL_SHUTDOWN_TIMEOUT", Kind::kDuration,
+     "graceful shutdown wait for active connections (default: 30s)"},
+    {"--pool.validation-idle-threshold", "POOL_VALIDATION_IDLE_THRESHOLD", Kind::kDuration,
+     "validate connections idle longer than this before hand-out (default: 1s)"},
+    {"--pool.health-check-interval", "POOL_HEALTH_CHECK_INTERVAL", Kind::kDuration,
+     "background validation period (default: 5s)"},
+    {"--pool.healthy-headroom", "POOL_HEALTHY_HEADROOM", Kind::kFraction,
+     "headroom (max-active)/max at or above which the pool is healthy (default: 0.8)"},
+    {"--pool.degraded-headroom", "POOL_DEGRADED_HEADROOM", Kind::kFraction,
+     "headroom below which the pool is unhealthy (default: 0.5)"},
+    {"--log.level", "LOG_LEVEL", Kind::kLogLevel,
+     "DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)"},
+};
+
+// Checks a flag's value with the flag's name in the error, so that a bad
+// flag is reported as the flag rather than as the variable it feeds.
+void check_flag_value(Kind kind, const std::string& value, const std::string& flag) {
+  switch (kind) {
+    case Kind::kText: return;
+    case Kind::kSize: parse_size(value, flag); return;
+    case Kind::kDuration: parse_duration(value, flag); return;
+    case Kind::kBool: parse_bool(value, flag); return;
+    case Kind::kLogLevel: parse_log_level(value, flag); return;
+    case Kind::kFraction: {
+      char* end = nullptr;
+      const double parsed = std::strtod(value.c_str(), &end);
+      if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(parsed) ||
+          parsed < 0.0 || parsed > 1.0) {
+        throw ConfigError(flag, value, "expected a fraction from 0 to 1, e.g. 0.8");
+      }
+      return;
+    }
+  }
+}
+
+// "invalid POOL_MIN_SIZE='5': …" -> "invalid --pool.min-size='5': …" when the
+// value came from that flag.
+UsageError rename_variable(const ConfigError& error,
+                           const std::map<std::string, std::string>& flag_for_variable) {
+  const std::string message = error.what();
+  const auto flag = flag_for_variable.find(error.variable());
+  const std::string prefix = "invalid " + error.variable() + "=";
+  if (flag != flag_for_variable.end() && message.starts_with(prefix)) {
+    return UsageError("invalid " + flag->second + "=" + message.substr(prefix.size()));
+  }
+  return UsageError(message);
+}
+
+std::string require_one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+void check_database_url(const std::string& url, const std::string& source) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  // libpq's message may quote the string, password included: never show it.
+  if (error != nullptr) PQfreemem(error);
+  if (options == nullptr) {
+    throw UsageError(fmt::format(
+        "invalid {}: libpq cannot parse it (value not shown: it may contain a password); "
+        "expected a URI such as postgresql://user:password@host:5432/dbname or key=value pairs",
+        source));
+  }
+  PQconninfoFree(options);
+}
+
+void check_metrics_prefix(const std::string& prefix) {
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(prefix[i]);
+    const bool ok = std::isalpha(c) || c == '_' || c == ':' || (i > 0 && std::isdigit(c));
+    if (!ok || c > 127) {
+      throw UsageError(fmt::format(
+          "invalid --metrics.prefix='{}': expected a Prometheus metric name prefix "
+          "([a-zA-Z_:][a-zA-Z0-9_:]*), e.g. codebase_mcp_pool_",
+          prefix));
+    }
+  }
+}
+
+void check_telemetry_path(const std::string& path) {
+  auto reject = [&](std::string_view why) {
+    return UsageError(fmt::format(
+        "invalid --web.telemetry-path='{}': {}; expected an absolute path such as /metrics", path,
+        why));
+  };
+  if (path.empty() || path.front() != '/') throw reject("it must start with /");
+  if (path.starts_with("//")) throw reject("it must not start with //");
+  for (const char c : path) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= ' ' || byte == 127 || c == '?' || c == '#' || c == '%') {
+      throw reject("it must not contain spaces, control characters, ?, # or %");
+    }
+  }
+  if (path == "/health" || path == "/mcp") throw reject("that path serves another endpoint");
+}
+
+std::vector<std::chrono::milliseconds> parse_backoff(const std::string& text,
+                                                     const std::string& flag) {
+  std::vector<std::chrono::milliseconds> delays;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma - start);
+    const auto delay = parse_duration(item, flag);
+    if (delay <= 0ms) {
+      throw ConfigError(flag, text, "expected positive durations separated by commas, e.g. 1s,2s,4s");
+    }
+    delays.push_back(delay);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return delays;
+}
+
+}  // namespace
+
+std::string version_text() {
+  return fmt::format("poolscope-exporter {} (civetweb {}, libpq {})", POOLSCOPE_VERSION,
+                     mg_version(), PQlibVersion());
+}
+
+ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
+                                       const EnvironmentLookup& getenv) {
+  CLI::App app(
+      "Serves the statistics of a poolscope PostgreSQL connection pool: Prometheus metrics, "
+      "/health and MCP, on one port.\nEvery pool flag has an environment variable (named in "
+      "its description); a flag wins over its variable.",
+      "poolscope-exporter");
+  app.set_help_flag("-h,--help", "print this help and exit");
+  app.get_formatter()->column_width(40);
+
+  std::vector<std::string> mirrored_values(std::size(kMirroredFlags));
+  std::vector<CLI::Option*> mirrored_options;
+  for (std::size_t i = 0; i < std::size(kMirroredFlags); ++i) {
+    const MirroredFlag& flag = kMirroredFlags[i];
+    mirrored_options.push_back(
+        app.add_option(flag.flag, mirrored_values[i],
+                       fmt::format("{} (env {})", flag.help, flag.variable))
+            ->group(std::string_view(flag.flag).starts_with("--log") ? "Logging" : "Pool"));
+  }
+  std::string degraded_wait, health_window, reconnect_backoff;
+  auto* degraded_wait_option =
+      app.add_option("--pool.degraded-wait-threshold", degraded_wait,
+                     "a wait longer than this within the health window makes the pool degraded "
+                     "(default: 100ms)")
+          ->group("Pool");
+  auto* health_window_option =
+      app.add_option("--pool.health-window", health_window,
+                     "window of recent errors and peaks for health (default: 60s)")
+          ->group("Pool");
+  auto* backoff_option =
+      app.add_option("--pool.reconnect-backoff", reconnect_backoff,
+                     "reconnection delays, the last repeats (default: 1s,2s,4s,8s,16s)")
+          ->group("Pool");
+
+  std::string log_format;
+  auto* log_format_option =
+      app.add_option("--log.format", log_format, "json or text (env LOG_FORMAT; default: json)")
+          ->group("Logging");
+  std::string listen_address(kDefaultListenAddress);
+  app.add_option("--web.listen-address", listen_address,
+                 "[IPv4 address]:port to serve on; port 0 picks a free port (default: :9839)")
+      ->group("Web");
+  std::string telemetry_path = "/metrics";
+  app.add_option("--web.telemetry-path", telemetry_path,
+                 "path of the Prometheus metrics (default: /metrics)")
+      ->group("Web");
+  std::string web_config_file;
+  app.add_option("--web.config.file", web_config_file,
+                 "exporter-toolkit web configuration (basic_auth_users, http_server_config, "
+                 "rate_limit); TLS: see docs/tls-proxy.md")
+      ->group("Web");
+  std::string metrics_prefix = "codebase_mcp_pool_";
+  app.add_option("--metrics.prefix", metrics_prefix,
+                 "prefix of every metric name (default: codebase_mcp_pool_)")
+      ->group("Web");
+
+  bool print_rules = false, print_alertmanager = false, print_dashboard = false;
+  app.add_flag("--print-rules", print_rules,
+               "print the shipped Prometheus rules (rules/codebase-mcp-pool.yml) and exit")
+      ->group("Operations artefacts");
+  app.add_flag("--print-alertmanager-config", print_alertmanager,
+               "print the shipped Alertmanager configuration (rules/alertmanager.yml) and exit")
+      ->group("Operations artefacts");
+  app.add_flag("--print-dashboard", print_dashboard,
+               "print the shipped Grafana dashboard (grafana/connection-pool-dashboard.json) "
+               "and exit")
+      ->group("Operations artefacts");
+
+  std::string workload_workers, workload_hold;
+  auto* workers_option =
+      app.add_option("--workload.workers", workload_workers,
+                     "synthetic load for demos and tests: threads that keep borrowing "
+                     "connections (default: 0 = off)")
+          ->group("Synthetic load");
+  auto* hold_option = app.add_option("--workload.hold", workload_hold,
+                                     "how long each borrowed connection runs pg_sleep "
+                                     "(default: 10ms)")
+                          ->group("Synthetic load");
+  bool show_version = false;
+  app.add_flag("--version", show_version, "print the version and exit");
+
+  ExporterOptions options;
+  try {
+    app.parse(static_cast<int>(arguments.size()), arguments.data());
+  } catch (const CLI::CallForHelp&) {
+    options.action = ExporterOptions::Action::kPrintHelp;
+    options.text = app.help();
+    return options;
+  } catch (const CLI::ParseError& error) {
+    throw UsageError(require_one_line(fmt::format("{}; see --help", error.what())));
+  }
+  if (show_version) {
+    options.action = ExporterOptions::Action::kPrintVersion;
+    options.text = version_text() + "\n";
+    return options;
+  }
+  const int prints = int{print_rules} + int{print_alertmanager} + int{print_dashboard};
+  if (prints > 1) {
+    throw UsageError("--print-rules, --print-alertmanager-config and --print-dashboard "
+                     "exclude each other; give one");
+  }
+  if (prints == 1) {
+    options.action = ExporterOptions::Action::kPrintAsset;
+    options.asset_path = print_rules          ? "rules/codebase-mcp-pool.yml"
+                         : print_alertmanager ? "rules/alertmanager.yml"
+                                              : "grafana/connection-pool-dashboard.json";
+    return options;
+  }
+
+  // Flags first (checked under their own names), then the environment.
+  std::map<std::string, std::string> flag_values;        // variable -> value
+  std::map<std::string, std::string> flag_for_variable;  // variable -> flag
+  try {
+    for (std::size_t i = 0; i < std::size(kMirroredFlags); ++i) {
+      if (mirrored_options[i]->count() == 0) continue;
+      const MirroredFlag& flag = kMirroredFlags[i];
+      if (flag.kind != Kind::kText) check_flag_value(flag.kind, mirrored_values[i], flag.flag);
+      flag_values[flag.variable] = mirrored_values[i];
+      flag_for_variable[flag.variable] = flag.flag;
+    }
+    const auto lookup = [&](const std::string& variable) -> std::optional<std::string> {
+      if (const auto found = flag_values.find(variable); found != flag_values.end()) {
+        return found->second;
+      }
+      return getenv(variable);
+    };
+    try {
+      options.pool = PoolConfig::from_env(lookup);
+    } catch (const ConfigError& error) {
+      throw rename_variable(error, flag_for_variable);
+    }
+    if (degraded_wait_option->count() > 0) {
+      options.pool.degraded_wait_threshold =
+          parse_duration(degraded_wait, "--pool.degraded-wait-threshold");
+    }
+    if (health_window_option->count() > 0) {
+      const auto window = parse_duration(health_window, "--pool.health-window");
+      if (window < 1s || window % 1s != 0ms) {
+        throw ConfigError("--pool.health-window", health_window,
+                          "expected a whole number of seconds, at least 1s");
+      }
+      options.pool.health_window = std::chrono::duration_cast<std::chrono::seconds>(window);
+    }
+    if (backoff_option->count() > 0) {
+      options.pool.reconnect_backoff = parse_backoff(reconnect_backoff, "--pool.reconnect-backoff");
+    }
+    try {
+      options.pool.validate();
+    } catch (const ConfigError& error) {
+      std::map<std::string, std::string> renamed = flag_for_variable;
+      renamed["reconnect_backoff"] = "--pool.reconnect-backoff";
+      throw rename_variable(error, renamed);
+    }
+
+    if (log_format_option->count() > 0) {
+      options.log_format = parse_log_format(log_format, "--log.format");
+    } else if (const auto variable = getenv("LOG_FORMAT")) {
+      options.log_format = parse_log_format(*variable, "LOG_FORMAT");
+    }
+    if (workers_option->count() > 0) {
+      options.workload_workers = parse_size(workload_workers, "--workload.workers");
+      if (options.workload_workers > 1000) {
+        throw ConfigError("--workload.workers", workload_workers, "expected 0 to 1000");
+      }
+    }
+    if (hold_option->count() > 0) {
+      options.workload_hold = parse_duration(workload_hold, "--workload.hold");
+    }
+  } catch (const UsageError&) {
+    throw;
+  } catch (const ConfigError& error) {
+    throw UsageError(require_one_line(error.what()));
+  }
+
+  if (options.pool.database_url.empty()) {
+    throw UsageError(
+        "missing DATABASE_URL: set the environment variable (or --database.url) to a libpq "
+        "URI such as postgresql://user:password@host:5432/dbname");
+  }
+  check_database_url(options.pool.database_url, flag_for_variable.count("DATABASE_URL") != 0
+                                                    ? "--database.url"
+                                                    : "DATABASE_URL");
+  options.listen_address = ListenAddress::parse(listen_address);
+  check_telemetry_path(telemetry_path);
+  options.telemetry_path = telemetry_path;
+  check_metrics_prefix(metrics_prefix);
+  options.metrics_prefix = metrics_prefix;
+  options.web_config_file = web_config_file;
+  return options;
+}
+
+}  // namespace poolscope::exporter

@@ -1,0 +1,58 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "listen_address.h"
+#include "poolscope/logging.h"
+#include "poolscope/pool_config.h"
+
+namespace poolscope::exporter {
+
+/// The default `--web.listen-address`. 9839 is free in the Prometheus
+/// default-port allocations (9090 Prometheus, 9093 Alertmanager, 9100 node,
+/// 9187 postgres exporter, …) and not used by a well-known exporter.
+inline constexpr std::string_view kDefaultListenAddress = ":9839";
+
+/// Everything the exporter was asked to do, from flags and the environment
+/// (a flag wins over its variable). A plain value.
+struct ExporterOptions {
+  enum class Action {
+    kServe,       ///< run the exporter
+    kPrintHelp,   ///< print `text` (--help) and exit 0
+    kPrintVersion,  ///< print `text` (--version) and exit 0
+    kPrintAsset,  ///< print the embedded artefact `asset_path` and exit
+  };
+  Action action = Action::kServe;
+  std::string text;        ///< help or version text
+  std::string asset_path;  ///< for kPrintAsset, e.g. "rules/codebase-mcp-pool.yml"
+
+  PoolConfig pool;  ///< validated; database_url is set when action is kServe
+  LogFormat log_format = LogFormat::kJson;
+  ListenAddress listen_address = ListenAddress::parse(kDefaultListenAddress);
+  std::string telemetry_path = "/metrics";
+  std::string web_config_file;  ///< "" = no web configuration
+  std::string metrics_prefix = "codebase_mcp_pool_";
+  /// Synthetic load: threads that keep borrowing connections and running
+  /// `SELECT pg_sleep(hold)` (demos and end-to-end tests). 0 = off.
+  std::size_t workload_workers = 0;
+  std::chrono::milliseconds workload_hold{10};
+};
+
+/// Looks up an environment variable; nullopt when unset.
+using EnvironmentLookup = std::function<std::optional<std::string>(const std::string&)>;
+
+/// Parses the command line (`arguments[0]` is the program name) and the
+/// environment. Throws UsageError with one line naming the flag or variable,
+/// the value (never the database password) and what is accepted.
+ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
+                                       const EnvironmentLookup& getenv);
+
+/// The version line printed by --version.
+std::string version_text();
+
+}  // namespace poolscope::exporter

@@ -1,0 +1,43 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "poolscope/pool_statistics.h"
+
+namespace poolscope::exporter {
+
+/// The guide's health document (the /health body and the MCP resource
+/// `health://connection-pool`), built from one statistics snapshot:
+///
+///     {"status": "healthy"|"degraded"|"unhealthy",
+///      "timestamp": "2025-10-13T14:30:00.000Z",
+///      "database": {"status": …, "pool": {"total", "idle", "active", "waiting"},
+///                   "latency_ms": <number>|null, "last_error": <string>|null},
+///      "uptime_seconds": <number>}
+///
+/// `database.status` is "connected" when the pool has connections and is
+/// serving, "connecting" while it opens its first connections, "reconnecting"
+/// while it recovers from an outage, "disconnecting" while it shuts down and
+/// "disconnected" when it has no connection or is terminated. `latency_ms` is
+/// the round trip of the last background validation (null before the first);
+/// nothing here queries the database. Pure function: safe from any thread.
+nlohmann::json health_document(const PoolStatistics& stats,
+                               std::chrono::system_clock::time_point now);
+
+/// Every PoolStatistics field as JSON (the MCP statistics resource):
+/// counters and gauges as numbers, `connections_closed` keyed by reason,
+/// `errors` keyed by error type, `state`/`health` as strings and timestamps as
+/// ISO-8601 UTC strings (null when unset). Pure function.
+nlohmann::json statistics_document(const PoolStatistics& stats);
+
+/// `database.status` of the health document for `stats` (see health_document()).
+std::string_view database_status(const PoolStatistics& stats) noexcept;
+
+/// "2025-10-13T14:30:00.123Z": ISO-8601 in UTC with milliseconds.
+std::string iso8601_utc(std::chrono::system_clock::time_point time);
+
+}  // namespace poolscope::exporter

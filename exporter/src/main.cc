@@ -1,0 +1,200 @@
+// poolscope-exporter: one pool, its metrics, /health, MCP and a landing page
+// on one port. See `poolscope-exporter --help`.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <fmt/format.h>
+#include <prometheus/registry.h>
+
+#include "basic_authenticator.h"
+#include "embedded_assets.h"
+#include "endpoints.h"
+#include "exporter_error.h"
+#include "exporter_log.h"
+#include "exporter_options.h"
+#include "http_server.h"
+#include "poolscope/connection.h"
+#include "poolscope/error.h"
+#include "poolscope/pool.h"
+#include "poolscope/pool_metrics.h"
+#include "poolscope/version.h"
+#include "rate_limiter.h"
+#include "redaction.h"
+#include "web_config.h"
+#include "workload.h"
+
+namespace {
+
+using namespace poolscope;
+using namespace poolscope::exporter;
+
+constexpr int kExitUsage = 2;
+
+std::optional<std::string> process_environment(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "poolscope-exporter: %s\n", message.c_str());
+  return kExitUsage;
+}
+
+int print_asset(const std::string& path) {
+  const EmbeddedAsset* asset = find_embedded_asset(path);
+  if (asset == nullptr || !asset->available) {
+    std::fprintf(stderr,
+                 "poolscope-exporter: %s was missing when this binary was built; add the file "
+                 "and rebuild\n",
+                 path.c_str());
+    return EXIT_FAILURE;
+  }
+  std::fwrite(asset->content.data(), 1, asset->content.size(), stdout);
+  return std::fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
+  configure_exporter_logging(options.pool.log_level, options.log_format);
+
+  WebConfig web_config;
+  if (!options.web_config_file.empty()) {
+    web_config = WebConfig::load_file(options.web_config_file);
+    if (web_config.tls_enabled) {
+      throw UsageError(fmt::format(
+          "--web.config.file {}: tls_server_config is not supported: Debian's civetweb 1.15 "
+          "cannot serve TLS with OpenSSL 3 (civetweb issue 1334); terminate TLS in a proxy "
+          "in front of the exporter as docs/tls-proxy.md shows, and remove tls_server_config",
+          options.web_config_file));
+    }
+  }
+  std::unique_ptr<BasicAuthenticator> authenticator;
+  if (!web_config.basic_auth_users.empty()) {
+    authenticator = std::make_unique<BasicAuthenticator>(web_config.basic_auth_users);
+  }
+  std::unique_ptr<RateLimiter> rate_limiter;
+  if (web_config.rate_limit_interval.count() > 0) {
+    rate_limiter = std::make_unique<RateLimiter>(web_config.rate_limit_interval,
+                                                 web_config.rate_limit_burst);
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  PoolMetrics metrics(registry, MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION});
+  Pool pool(options.pool);
+  metrics.add(pool);
+  log_event(LogLevel::kInfo, "Exporter starting",
+            {{"version", POOLSCOPE_VERSION},
+             {"pool", options.pool.name},
+             {"database", redact_database_url(options.pool.database_url)},
+             {"basic_auth", authenticator != nullptr},
+             {"telemetry_path", options.telemetry_path}});
+
+  const std::string password = database_password(options.pool.database_url);
+  Endpoints::Sources sources;
+  sources.statistics = [&pool, password] {
+    PoolStatistics stats = pool.get_statistics();
+    if (stats.last_error) scrub_secret(*stats.last_error, password);
+    return stats;
+  };
+  sources.metrics = [&registry, &metrics] {
+    std::vector<prometheus::MetricFamily> families = registry->Collect();
+    std::vector<prometheus::MetricFamily> snapshot = metrics.Collect();
+    families.insert(families.end(), std::make_move_iterator(snapshot.begin()),
+                    std::make_move_iterator(snapshot.end()));
+    return families;
+  };
+  Endpoints endpoints(
+      Endpoints::Options{options.telemetry_path, POOLSCOPE_VERSION, web_config.response_headers},
+      std::move(sources), std::move(authenticator), std::move(rate_limiter));
+
+  std::unique_ptr<HttpServer> server;
+  try {
+    HttpServer::Options server_options;
+    server_options.address = options.listen_address;
+    server = std::make_unique<HttpServer>(
+        server_options, [&endpoints](const HttpRequest& request) { return endpoints.handle(request); });
+  } catch (const std::exception& error) {
+    log_event(LogLevel::kCritical, "Cannot start the HTTP server", {{"error", error.what()}});
+    metrics.remove(pool);
+    pool.shutdown();
+    return EXIT_FAILURE;
+  }
+  const std::string host =
+      options.listen_address.host.empty() ? "0.0.0.0" : options.listen_address.host;
+  log_event(LogLevel::kInfo, fmt::format("Listening on {}:{}", host, server->port()),
+            {{"address", fmt::format("{}:{}", host, server->port())},
+             {"metrics", fmt::format("http://{}:{}{}", host, server->port(),
+                                     options.telemetry_path)},
+             {"health", fmt::format("http://{}:{}/health", host, server->port())}});
+
+  std::unique_ptr<Workload> workload;
+  if (options.workload_workers > 0) {
+    workload = std::make_unique<Workload>(pool, options.workload_workers, options.workload_hold);
+    log_event(LogLevel::kInfo, "Synthetic load started",
+              {{"workers", options.workload_workers},
+               {"hold_ms", options.workload_hold.count()}});
+  }
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  log_event(LogLevel::kInfo, "Shutting down",
+            {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
+  // Readiness first, so load balancers stop sending traffic while the pool
+  // drains; the server keeps answering (503) until the pool is closed.
+  endpoints.begin_shutdown();
+  if (workload) workload->stop();
+  pool.shutdown();
+  server->stop();
+  metrics.remove(pool);
+  log_event(LogLevel::kInfo, "Exporter stopped");
+  return EXIT_SUCCESS;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ExporterOptions options;
+  try {
+    options = parse_exporter_options(std::span<const char* const>(argv, static_cast<std::size_t>(argc)),
+                                     process_environment);
+  } catch (const UsageError& error) {
+    return usage_error(error.what());
+  }
+  switch (options.action) {
+    case ExporterOptions::Action::kPrintHelp:
+    case ExporterOptions::Action::kPrintVersion:
+      std::fputs(options.text.c_str(), stdout);
+      return EXIT_SUCCESS;
+    case ExporterOptions::Action::kPrintAsset:
+      return print_asset(options.asset_path);
+    case ExporterOptions::Action::kServe:
+      break;
+  }
+
+  // Every thread (the pool's, civetweb's) inherits this mask, so SIGTERM and
+  // SIGINT are only ever received by sigwait() in serve().
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  try {
+    return serve(options, stop_signals);
+  } catch (const UsageError& error) {
+    return usage_error(error.what());
+  } catch (const ConfigError& error) {
+    return usage_error(error.what());
+  } catch (const std::exception& error) {
+    log_event(LogLevel::kCritical, "Exporter failed", {{"error", error.what()}});
+    return EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,52 @@
+#include "workload.h"
+
+#include <exception>
+
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+#include "exporter_log.h"
+#include "poolscope/error.h"
+#include "poolscope/pool.h"
+
+namespace poolscope::exporter {
+
+Workload::Workload(Pool& pool, std::size_t workers, std::chrono::milliseconds hold)
+    : pool_(pool), hold_(hold) {
+  workers_.reserve(workers);
+  for (std::size_t i = 0; i < workers; ++i) workers_.emplace_back([this] { run(); });
+}
+
+Workload::~Workload() { stop(); }
+
+void Workload::stop() {
+  stopping_.store(true);
+  for (std::thread& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
+  workers_.clear();
+}
+
+void Workload::run() {
+  const std::string query =
+      fmt::format("SELECT pg_sleep({:.3f})", std::chrono::duration<double>(hold_).count());
+  // Short acquire timeout so that stop() is never stuck behind a long wait.
+  constexpr auto kAcquireTimeout = std::chrono::milliseconds(500);
+  constexpr auto kPauseAfterError = std::chrono::milliseconds(100);
+  while (!stopping_.load()) {
+    try {
+      PooledConnection connection = pool_.acquire(kAcquireTimeout);
+      pqxx::nontransaction work(*connection);
+      work.exec(query);
+    } catch (const PoolClosed&) {
+      return;
+    } catch (const AcquireTimeout&) {
+      // The pool is saturated or down; it counted the timeout. Try again.
+    } catch (const std::exception& error) {
+      log_event(LogLevel::kDebug, "Synthetic query failed", {{"error", error.what()}});
+      std::this_thread::sleep_for(kPauseAfterError);
+    }
+  }
+}
+
+}  // namespace poolscope::exporter
