@@ -358,18 +358,17 @@ void PoolCore::connector_loop() {
       slot->expires_at = expiry_for(connected);
       slot->last_used = connected;
       Slot* raw = slot.get();
+      const bool recovered = recovering_locked();
       slots_.push_back(std::move(slot));
       ++created_;
       last_health_check_ = connected;
       last_health_check_wall_ = clock_->wall_now();
-      consecutive_failures_ = 0;
-      const bool recovered = recovering_;
-      if (recovering_) {
+      if (recovered) {
         // The outage is over: its errors are history, not "recent errors",
         // so the pool goes RECOVERING -> HEALTHY as the guide describes.
-        recovering_ = false;
         window_.forget_errors();
       }
+      consecutive_failures_ = 0;
       if (!hand_to_waiter_locked(raw, connected)) idle_.push_back(raw);
       const bool just_initialized = !initialized_ && slots_.size() >= config_.min_size;
       if (just_initialized) {
@@ -394,15 +393,16 @@ void PoolCore::connector_loop() {
       }
     } else {
       ++failures_;
+      if (slots_.empty() && consecutive_failures_ == 0 && initialized_) {
+        // Guide's diagram: the pool is UNHEALTHY when it has lost every
+        // connection, and RECOVERING once a reconnection is scheduled.
+        if (auto t = update_state_locked(connected)) transitions.push_back(*t);
+      }
       ++consecutive_failures_;
       record_error_locked(ErrorType::kConnectionFailed, failure, connected);
       const auto delay = backoff_delay(consecutive_failures_);
       next_connect_at_ = connected + delay;
-      const bool outage_started = slots_.empty() && !recovering_;
-      // With no connection left the pool cannot serve: UNHEALTHY, and
-      // RECOVERING from the moment the next attempt is scheduled.
-      if (auto t = update_state_locked(connected)) transitions.push_back(*t);
-      if (slots_.empty()) recovering_ = true;
+      const bool outage_started = slots_.empty() && consecutive_failures_ == 1;
       if (auto t = update_state_locked(connected)) transitions.push_back(*t);
       const std::uint64_t attempt = consecutive_failures_;
       lock.unlock();
@@ -562,9 +562,18 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
           {{"pool", config_.name}, {"connection_id", fmt::format("conn_{}", slot->id)}});
     }
   }
+  if (!any_failed) return;
   // One dead connection usually means the server went away: check the rest
   // now instead of handing them out one by one.
-  if (any_failed && !all) validate_idle_connections(clock_->now(), true);
+  if (!all) validate_idle_connections(clock_->now(), true);
+  // Losing connections can change the state (down to RECOVERING); say so
+  // now rather than at the next tick.
+  std::optional<std::pair<PoolState, PoolState>> transition;
+  {
+    Lock lock(mutex_);
+    if (!closing_) transition = update_state_locked(clock_->now());
+  }
+  if (transition) log_transition(config_.name, transition->first, transition->second);
 }
 
 // ---------------------------------------------------------------- state
@@ -573,7 +582,7 @@ PoolState PoolCore::evaluate_state_locked(Clock::time_point now) const {
   if (terminated_) return PoolState::kTerminated;
   if (closing_) return PoolState::kShuttingDown;
   if (!initialized_ && !init_failed_) return PoolState::kInitializing;
-  if (recovering_) return PoolState::kRecovering;
+  if (recovering_locked()) return PoolState::kRecovering;
   PoolStatistics stats = statistics_locked(now);
   stats.state = PoolState::kHealthy;  // judge load and errors only
   switch (evaluate_health(stats, HealthThresholds{config_.healthy_headroom,

@@ -90,6 +90,8 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   bool hand_to_waiter_locked(Slot* slot, Clock::time_point now);
   std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason);
   std::size_t connection_deficit_locked() const;
+  /// No connection is open and opening one keeps failing.
+  bool recovering_locked() const { return slots_.empty() && consecutive_failures_ > 0; }
   void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now);
   PoolStatistics statistics_locked(Clock::time_point now) const;
   PoolState evaluate_state_locked(Clock::time_point now) const;
@@ -136,7 +138,6 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   bool stopping_threads_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // min_size reached once
   bool init_failed_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // init timeout passed first
-  bool recovering_ POOLSCOPE_GUARDED_BY(mutex_) = false;   // connects failing, nothing open
   bool terminated_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   std::uint64_t consecutive_failures_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
   Clock::time_point next_connect_at_ POOLSCOPE_GUARDED_BY(mutex_){};

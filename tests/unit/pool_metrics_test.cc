@@ -1,0 +1,118 @@
+#include "poolscope/pool_metrics.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include "fakes.h"
+#include "poolscope/pool.h"
+
+namespace poolscope {
+namespace {
+
+using testing::FakeClock;
+using testing::FakeFactory;
+using testing::FakeServer;
+
+std::string scrape(const std::shared_ptr<prometheus::Registry>& registry, const PoolMetrics& metrics) {
+  auto families = registry->Collect();
+  auto snapshot = metrics.Collect();
+  families.insert(families.end(), snapshot.begin(), snapshot.end());
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+class PoolMetricsTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Pool> pool(const std::string& name) {
+    PoolConfig c;
+    c.name = name;
+    auto p = std::make_unique<Pool>(c, std::make_shared<FakeFactory>(server_), clock_);
+    EXPECT_TRUE(p->wait_until_ready());
+    return p;
+  }
+  std::shared_ptr<FakeServer> server_ = std::make_shared<FakeServer>();
+  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+};
+
+TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
+  auto a = pool("orders");
+  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3"});
+  metrics.add(*a);
+  { auto handle = a->acquire(); }
+  {
+    auto handle = a->acquire();
+    handle.mark_broken();  // replaced by a connection opened while metrics are attached
+  }
+  ASSERT_TRUE(testing::eventually([&] { return a->get_statistics().connections_created == 3; }));
+  const std::string text = scrape(registry_, metrics);
+  for (const std::string expected :
+       {"# TYPE codebase_mcp_pool_connections_total untyped",
+        "codebase_mcp_pool_connections_total{pool=\"orders\"} 2",
+        "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"broken\"} 1",
+        "# TYPE codebase_mcp_pool_connections_idle gauge",
+        "# TYPE codebase_mcp_pool_connections_active gauge",
+        "# TYPE codebase_mcp_pool_waiting_requests gauge",
+        "# TYPE codebase_mcp_pool_acquisition_duration_seconds histogram",
+        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"orders\",le=\"0.01\"} 2",
+        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"orders\",le=\"0.0001\"}",
+        "# TYPE codebase_mcp_pool_acquisitions_total counter",
+        "codebase_mcp_pool_acquisitions_total{pool=\"orders\"} 2",
+        "codebase_mcp_pool_releases_total{pool=\"orders\"} 2",
+        "codebase_mcp_pool_errors_total{error_type=\"acquire_timeout\",pool=\"orders\"} 0",
+        "codebase_mcp_pool_health_status{pool=\"orders\"} 1",  // degraded: a broken connection is a recent error
+        "codebase_mcp_pool_state{pool=\"orders\",state=\"terminated\"} 0",
+        "codebase_mcp_pool_state{pool=\"orders\",state=\"recovering\"} 0",
+        "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"lifetime\"} 0",
+        "codebase_mcp_pool_max_connections{pool=\"orders\"} 10",
+        "codebase_mcp_pool_build_info{pool=\"orders\",version=\"1.2.3\"} 1",
+        "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"orders\"} 2",
+        "codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} 1"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
+  }
+}
+
+TEST_F(PoolMetricsTest, SeveralPoolsShareOneFamilyPerMetric) {
+  auto a = pool("a");
+  auto b = pool("b");
+  PoolMetrics metrics(registry_);
+  metrics.add(*a);
+  metrics.add(*b);
+  const std::string text = scrape(registry_, metrics);
+  std::size_t type_lines = 0;
+  for (std::size_t at = text.find("# TYPE codebase_mcp_pool_connections_idle "); at != std::string::npos;
+       at = text.find("# TYPE codebase_mcp_pool_connections_idle ", at + 1)) {
+    ++type_lines;
+  }
+  EXPECT_EQ(type_lines, 1u);
+  EXPECT_NE(text.find("codebase_mcp_pool_connections_idle{pool=\"a\"}"), std::string::npos);
+  EXPECT_NE(text.find("codebase_mcp_pool_connections_idle{pool=\"b\"}"), std::string::npos);
+}
+
+TEST_F(PoolMetricsTest, DuplicatePoolNamesAreRejected) {
+  auto a = pool("same");
+  auto b = pool("same");
+  PoolMetrics metrics(registry_);
+  metrics.add(*a);
+  EXPECT_THROW(metrics.add(*b), std::invalid_argument);
+}
+
+TEST_F(PoolMetricsTest, PrefixIsConfigurable) {
+  auto a = pool("a");
+  PoolMetrics metrics(registry_, MetricsOptions{"svc_db_", "x"});
+  metrics.add(*a);
+  const std::string text = scrape(registry_, metrics);
+  EXPECT_NE(text.find("svc_db_connections_idle{pool=\"a\"}"), std::string::npos);
+  EXPECT_EQ(text.find("codebase_mcp_pool_"), std::string::npos);
+}
+
+TEST_F(PoolMetricsTest, AcquisitionBucketsIncludeSubMillisecondAndTheGuides) {
+  const auto& buckets = PoolMetrics::acquisition_buckets();
+  for (double bound : {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0}) {
+    EXPECT_NE(std::find(buckets.begin(), buckets.end(), bound), buckets.end()) << bound;
+  }
+  EXPECT_TRUE(std::is_sorted(buckets.begin(), buckets.end()));
+}
+
+}  // namespace
+}  // namespace poolscope

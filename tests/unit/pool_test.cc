@@ -1,0 +1,481 @@
+#include "poolscope/pool.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "fakes.h"
+#include "poolscope/error.h"
+
+namespace poolscope {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+using testing::FakeClock;
+using testing::FakeConnection;
+using testing::FakeFactory;
+using testing::FakeServer;
+
+class PoolTest : public ::testing::Test {
+ protected:
+  PoolConfig config() {
+    PoolConfig c;
+    c.min_size = 2;
+    c.max_size = 4;
+    c.acquire_timeout = 5s;
+    c.reconnect_backoff = {1s, 2s, 4s};
+    return c;
+  }
+
+  std::unique_ptr<Pool> make_pool(PoolConfig c) {
+    auto pool = std::make_unique<Pool>(std::move(c), std::make_shared<FakeFactory>(server_), clock_);
+    return pool;
+  }
+
+  // After a clock advance past the health-check interval, the maintainer
+  // validates an idle connection; seeing that proves a whole maintenance pass
+  // (leak scan, expiry) ran after the advance.
+  void wait_for_maintenance_pass(int before) {
+    ASSERT_TRUE(eventually([&] { return server_->validations.load() > before; }));
+  }
+
+  static bool consistent(const PoolStatistics& s) {
+    return s.total_connections == s.idle_connections + s.active_connections;
+  }
+
+  std::shared_ptr<FakeServer> server_ = std::make_shared<FakeServer>();
+  std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
+};
+
+TEST_F(PoolTest, OpensMinSizeConnectionsAndBecomesHealthy) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kHealthy; }));
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.total_connections, 2u);
+  EXPECT_EQ(s.idle_connections, 2u);
+  EXPECT_EQ(s.health, HealthStatus::kHealthy);
+  EXPECT_EQ(s.connections_created, 2u);
+  EXPECT_TRUE(can_serve(s));
+}
+
+TEST_F(PoolTest, AcquireAndReleaseAreCounted) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  {
+    auto handle = pool->acquire();
+    ASSERT_TRUE(handle);
+    const auto s = pool->get_statistics();
+    EXPECT_EQ(s.active_connections, 1u);
+    EXPECT_EQ(s.total_acquisitions, 1u);
+    EXPECT_EQ(s.total_releases, 0u);
+    EXPECT_TRUE(consistent(s));
+  }
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.active_connections, 0u);
+  EXPECT_EQ(s.total_releases, 1u);
+  EXPECT_TRUE(consistent(s));
+}
+
+TEST_F(PoolTest, HandleIsMoveOnlyAndReleaseIsIdempotent) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto first = pool->acquire();
+  const auto id = first.id();
+  PooledConnection second = std::move(first);
+  EXPECT_FALSE(first);
+  EXPECT_EQ(second.id(), id);
+  second.release();
+  second.release();
+  EXPECT_FALSE(second);
+  EXPECT_EQ(pool->get_statistics().total_releases, 1u);
+  EXPECT_THROW(second.connection(), std::logic_error);
+}
+
+TEST_F(PoolTest, ConnectionComesBackWhenAnExceptionUnwinds) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  try {
+    auto handle = pool->acquire();
+    throw std::runtime_error("query failed");
+  } catch (const std::runtime_error&) {
+  }
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.active_connections, 0u);
+  EXPECT_EQ(s.total_acquisitions, s.total_releases);
+}
+
+TEST_F(PoolTest, GrowsUpToMaxSizeOnDemand) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  std::vector<PooledConnection> held;
+  for (int i = 0; i < 4; ++i) held.push_back(pool->acquire());
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.total_connections, 4u);
+  EXPECT_EQ(s.active_connections, 4u);
+  EXPECT_EQ(s.health, HealthStatus::kUnhealthy);  // no headroom left at all
+  EXPECT_TRUE(can_serve(s));                      // but load alone never means "cannot serve"
+}
+
+TEST_F(PoolTest, AcquireTimesOutWhenExhausted) {
+  auto c = config();
+  c.max_size = 1;
+  c.min_size = 1;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<bool> timed_out{false};
+  std::chrono::nanoseconds waited{};
+  std::size_t waiting_in_snapshot = 0;
+  std::thread waiter([&] {
+    try {
+      pool->acquire(2s);
+    } catch (const AcquireTimeout& error) {
+      waited = error.waited();
+      waiting_in_snapshot = error.statistics().waiting_requests;
+      timed_out = true;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  clock_->advance(1s);
+  EXPECT_FALSE(timed_out.load());
+  clock_->advance(1500ms);
+  waiter.join();
+  EXPECT_TRUE(timed_out);
+  EXPECT_GE(waited, 2s);
+  EXPECT_EQ(waiting_in_snapshot, 0u);  // the timed-out waiter left the queue first
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.acquire_timeouts, 1u);
+  EXPECT_EQ(s.error_count(ErrorType::kAcquireTimeout), 1u);
+  EXPECT_EQ(s.waiting_requests, 0u);
+  EXPECT_EQ(s.last_error, "Connection acquisition timeout");
+}
+
+TEST_F(PoolTest, WaitersAreServedFirstComeFirstServed) {
+  auto c = config();
+  c.max_size = 1;
+  c.min_size = 1;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto handle = pool->acquire();
+      std::lock_guard lock(order_mutex);
+      order.push_back(i);
+    });
+    // Each thread is queued before the next one starts.
+    ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
+  }
+  held.release();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
+TEST_F(PoolTest, BrokenConnectionIsClosedAndReplaced) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  std::uint64_t broken_id = 0;
+  {
+    auto handle = pool->acquire();
+    broken_id = handle.id();
+    dynamic_cast<FakeConnection&>(handle.connection()).break_it();
+  }
+  auto s = pool->get_statistics();
+  EXPECT_EQ(s.closed(CloseReason::kBroken), 1u);
+  EXPECT_EQ(s.error_count(ErrorType::kConnectionBroken), 1u);
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().total_connections == 2; }));
+  for (int i = 0; i < 10; ++i) EXPECT_NE(pool->acquire().id(), broken_id);
+}
+
+TEST_F(PoolTest, MarkBrokenDiscardsTheConnection) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  {
+    auto handle = pool->acquire();
+    handle.mark_broken();
+  }
+  EXPECT_EQ(pool->get_statistics().closed(CloseReason::kBroken), 1u);
+}
+
+TEST_F(PoolTest, ConnectionReturnedInsideATransactionIsNeverReused) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  std::uint64_t id = 0;
+  {
+    auto handle = pool->acquire();
+    id = handle.id();
+    dynamic_cast<FakeConnection&>(handle.connection()).begin_transaction();
+  }
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.error_count(ErrorType::kTransactionLeftOpen), 1u);
+  EXPECT_EQ(s.closed(CloseReason::kBroken), 1u);
+  for (int i = 0; i < 10; ++i) EXPECT_NE(pool->acquire().id(), id);
+}
+
+TEST_F(PoolTest, LongIdleConnectionIsValidatedBeforeHandOut) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  const int before = server_->validations.load();
+  { auto handle = pool->acquire(); }  // fresh: no validation
+  EXPECT_EQ(server_->validations.load(), before);
+  clock_->advance(1500ms);
+  { auto handle = pool->acquire(); }
+  EXPECT_GT(server_->validations.load(), before);
+}
+
+TEST_F(PoolTest, FailedValidationDiscardsAndHandsOutAnotherConnection) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  clock_->advance(1500ms);
+  server_->fail_validation = true;
+  std::thread heal([&] {
+    eventually([&] { return pool->get_statistics().closed(CloseReason::kValidation) >= 2; });
+    server_->fail_validation = false;
+  });
+  auto handle = pool->acquire();
+  heal.join();
+  EXPECT_TRUE(handle);
+  const auto s = pool->get_statistics();
+  EXPECT_GE(s.closed(CloseReason::kValidation), 2u);
+  EXPECT_GE(s.error_count(ErrorType::kValidationFailed), 2u);
+}
+
+TEST_F(PoolTest, ConnectionsPastTheirLifetimeAreRecycled) {
+  auto c = config();
+  c.max_connection_lifetime = 100s;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  clock_->advance(101s);
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().closed(CloseReason::kLifetime) == 2; }));
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().total_connections == 2; }));
+  EXPECT_EQ(pool->get_statistics().connections_created, 4u);
+}
+
+TEST_F(PoolTest, LifetimeIsJitteredByAtMostTenPercent) {
+  auto c = config();
+  c.max_connection_lifetime = 100s;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  const int before = server_->validations.load();
+  clock_->advance(89s);  // below 90 % of the lifetime: nothing expires
+  wait_for_maintenance_pass(before);
+  EXPECT_EQ(pool->get_statistics().closed(CloseReason::kLifetime), 0u);
+}
+
+TEST_F(PoolTest, IdleConnectionsAboveMinSizeAreClosed) {
+  auto c = config();
+  c.max_idle_time = 60s;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  {
+    std::vector<PooledConnection> held;
+    for (int i = 0; i < 4; ++i) held.push_back(pool->acquire());
+  }
+  EXPECT_EQ(pool->get_statistics().total_connections, 4u);
+  clock_->advance(61s);
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().total_connections == 2; }));
+  EXPECT_EQ(pool->get_statistics().closed(CloseReason::kIdle), 2u);
+}
+
+TEST_F(PoolTest, RecoversWithBackoffWhenTheDatabaseComesBack) {
+  server_->down = true;
+  auto pool = make_pool(config());
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().connection_failures >= 1; }));
+  clock_->advance(2s);  // past the init timeout
+  EXPECT_FALSE(pool->wait_until_ready());
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kRecovering; }));
+  EXPECT_FALSE(can_serve(pool->get_statistics()));
+  // The first retry came 1 s after the first failure; then the delays are
+  // 2 s, 4 s, and the last one repeats. Each step lets exactly one attempt through.
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().reconnect_attempts == 1; }));
+  std::uint64_t expected = 1;
+  for (auto step : {2s, 4s, 4s}) {
+    clock_->advance(step - 1ms);
+    const auto attempts = [&] { return pool->get_statistics().reconnect_attempts; };
+    EXPECT_FALSE(eventually([&] { return attempts() > expected; }, 50ms)) << "retried too early";
+    clock_->advance(1ms);
+    ++expected;
+    ASSERT_TRUE(eventually([&] { return attempts() == expected; }));
+  }
+  server_->down = false;
+  clock_->advance(4s);
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kHealthy; }));
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.total_connections, 2u);
+  EXPECT_EQ(s.recent_errors, 0u);  // the outage is over, not a recent error
+  EXPECT_EQ(s.error_count(ErrorType::kConnectionFailed), s.connection_failures + 1);  // + init timeout
+}
+
+TEST_F(PoolTest, WaiterIsServedWhenTheDatabaseReturnsWithinItsTimeout) {
+  auto c = config();
+  c.min_size = 0;
+  c.acquire_timeout = 30s;
+  server_->down = true;
+  auto pool = make_pool(c);
+  std::atomic<bool> served{false};
+  std::thread waiter([&] {
+    auto handle = pool->acquire();
+    served = true;
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().connection_failures >= 1; }));
+  server_->down = false;
+  clock_->advance(1s);
+  waiter.join();
+  EXPECT_TRUE(served);
+  EXPECT_EQ(pool->get_statistics().acquire_timeouts, 0u);
+}
+
+TEST_F(PoolTest, BackgroundValidationNoticesADeadServerWithoutTraffic) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  server_->down = true;
+  clock_->advance(6s);
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().closed(CloseReason::kValidation) == 2; }));
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kRecovering; }));
+  EXPECT_EQ(pool->get_statistics().total_connections, 0u);
+}
+
+TEST_F(PoolTest, LeakIsReportedOnceAndCountedWhenReturned) {
+  auto c = config();
+  c.leak_detection_timeout = 30s;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto leaked = pool->acquire();
+  clock_->advance(31s);
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().leaks_detected == 1; }));
+  EXPECT_EQ(pool->get_statistics().leaked_connections, 1u);
+  const int before = server_->validations.load();
+  clock_->advance(6s);
+  wait_for_maintenance_pass(before);
+  EXPECT_EQ(pool->get_statistics().leaks_detected, 1u);  // reported once, not every pass
+  leaked.release();
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.leaks_returned, 1u);
+  EXPECT_EQ(s.leaked_connections, 0u);
+}
+
+TEST_F(PoolTest, NoLeakIsReportedWhenDetectionIsOff) {
+  auto c = config();
+  c.enable_leak_detection = false;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  const int before = server_->validations.load();
+  clock_->advance(120s);
+  wait_for_maintenance_pass(before);
+  EXPECT_EQ(pool->get_statistics().leaks_detected, 0u);
+}
+
+TEST_F(PoolTest, ShutdownRefusesNewAcquisitionsAndWakesWaiters) {
+  auto c = config();
+  c.max_size = 1;
+  c.min_size = 1;
+  c.shutdown_timeout = 0s;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<bool> closed_error{false};
+  std::thread waiter([&] {
+    try {
+      pool->acquire();
+    } catch (const PoolClosed&) {
+      closed_error = true;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  pool->shutdown();
+  waiter.join();
+  EXPECT_TRUE(closed_error);
+  EXPECT_THROW(pool->acquire(), PoolClosed);
+  EXPECT_EQ(pool->state(), PoolState::kTerminated);
+  held.release();  // a connection returned after termination is closed
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.total_connections, 0u);
+  EXPECT_EQ(s.closed(CloseReason::kShutdown), 1u);
+}
+
+TEST_F(PoolTest, ShutdownWaitsForActiveConnections) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::thread stopper([&] { pool->shutdown(); });
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kShuttingDown; }));
+  EXPECT_EQ(pool->get_statistics().active_connections, 1u);
+  held.release();
+  stopper.join();
+  EXPECT_EQ(pool->state(), PoolState::kTerminated);
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.total_connections, 0u);
+  EXPECT_EQ(s.closed(CloseReason::kShutdown), 2u);
+}
+
+TEST_F(PoolTest, ShutdownGivesUpOnHeldConnectionsAfterItsTimeout) {
+  auto c = config();
+  c.shutdown_timeout = 10s;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::thread stopper([&] { pool->shutdown(); });
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kShuttingDown; }));
+  clock_->advance(11s);
+  stopper.join();
+  EXPECT_EQ(pool->state(), PoolState::kTerminated);
+  EXPECT_EQ(pool->get_statistics().active_connections, 1u);
+}
+
+TEST_F(PoolTest, HandleMayOutliveThePool) {
+  PooledConnection survivor;
+  {
+    auto c = config();
+    c.shutdown_timeout = 0s;
+    auto pool = make_pool(c);
+    ASSERT_TRUE(pool->wait_until_ready());
+    survivor = pool->acquire();
+  }
+  survivor.release();  // must not touch freed memory (ASan checks this)
+  EXPECT_FALSE(survivor);
+}
+
+TEST_F(PoolTest, ManyThreadsWithRandomExceptionsLeakNothing) {
+  auto c = config();
+  c.max_size = 4;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  std::atomic<int> thrown{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 random(static_cast<unsigned>(t));
+      for (int i = 0; i < 5000; ++i) {
+        try {
+          auto handle = pool->acquire();
+          if (random() % 7 == 0) throw std::runtime_error("boom");
+          if (random() % 501 == 0) handle.mark_broken();
+        } catch (const std::runtime_error&) {
+          ++thrown;
+        }
+        const auto s = pool->get_statistics();
+        ASSERT_EQ(s.total_connections, s.idle_connections + s.active_connections);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const auto s = pool->get_statistics();
+  EXPECT_GT(thrown.load(), 0);
+  EXPECT_EQ(s.total_acquisitions, 40000u);
+  EXPECT_EQ(s.total_acquisitions, s.total_releases);
+  EXPECT_EQ(s.active_connections, 0u);
+  EXPECT_LE(s.total_connections, 4u);
+}
+
+}  // namespace
+}  // namespace poolscope

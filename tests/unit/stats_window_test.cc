@@ -1,0 +1,52 @@
+#include "stats_window.h"
+
+#include <gtest/gtest.h>
+
+namespace poolscope::detail {
+namespace {
+
+using namespace std::chrono_literals;
+
+Clock::time_point at(std::chrono::milliseconds t) { return Clock::time_point(1h + t); }
+
+TEST(StatsWindow, KeepsPeaksAndErrorsInsideTheWindow) {
+  StatsWindow window(60s);
+  window.record_wait(at(0s), 250.0);
+  window.record_active(at(0s), 7);
+  window.record_error(at(1s));
+  auto summary = window.summarize(at(30s));
+  EXPECT_EQ(summary.peak_wait_ms, 250.0);
+  EXPECT_EQ(summary.peak_active, 7u);
+  EXPECT_EQ(summary.errors, 1u);
+}
+
+TEST(StatsWindow, ForgetsWhatIsOlderThanTheWindow) {
+  StatsWindow window(60s);
+  window.record_wait(at(0s), 250.0);
+  window.record_error(at(0s));
+  window.record_wait(at(30s), 20.0);
+  auto summary = window.summarize(at(61s));
+  EXPECT_EQ(summary.peak_wait_ms, 20.0);
+  EXPECT_EQ(summary.errors, 0u);
+  EXPECT_EQ(window.summarize(at(200s)).peak_wait_ms, 0.0);
+}
+
+TEST(StatsWindow, ReusedBucketStartsEmpty) {
+  StatsWindow window(60s);
+  window.record_error(at(5s));
+  window.record_error(at(65s));  // same ring slot, a minute later
+  EXPECT_EQ(window.summarize(at(65s)).errors, 1u);
+}
+
+TEST(StatsWindow, ForgetErrorsKeepsPeaks) {
+  StatsWindow window(60s);
+  window.record_error(at(1s));
+  window.record_wait(at(1s), 120.0);
+  window.forget_errors();
+  auto summary = window.summarize(at(2s));
+  EXPECT_EQ(summary.errors, 0u);
+  EXPECT_EQ(summary.peak_wait_ms, 120.0);
+}
+
+}  // namespace
+}  // namespace poolscope::detail
