@@ -150,6 +150,18 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
           lock.lock();
           continue;
         }
+      } else if (!slot->connection->probe()) {
+        // Killed while idle (pg_terminate_backend, server restart): never
+        // hand it out. A non-blocking poll, no round trip; under the lock
+        // because the slot is not marked as lent yet.
+        record_error_locked(ErrorType::kConnectionBroken, "Idle connection was closed by the server",
+                            now);
+        auto doomed = remove_slot_locked(slot, CloseReason::kBroken);
+        if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+        lock.unlock();
+        doomed.reset();
+        lock.lock();
+        continue;
       }
       if (now >= slot->expires_at) {
         auto doomed = remove_slot_locked(slot, CloseReason::kLifetime);

@@ -115,6 +115,16 @@ class PqxxConnection final : public Connection {
     return connection_->is_open() && handle != nullptr && PQstatus(handle) == CONNECTION_OK;
   }
 
+  bool probe() noexcept override {
+    PGconn* handle = raw(*connection_);
+    if (handle == nullptr || PQstatus(handle) != CONNECTION_OK) return false;
+    pollfd descriptor{PQsocket(handle), POLLIN, 0};
+    if (::poll(&descriptor, 1, 0) <= 0) return true;  // nothing arrived: still fine
+    // An idle connection only receives something when the server is about
+    // to drop it (pg_terminate_backend, shutdown) or sent a notification.
+    return PQconsumeInput(handle) != 0 && PQstatus(handle) == CONNECTION_OK;
+  }
+
   bool in_transaction() const noexcept override {
     PGconn* handle = raw(*connection_);
     return handle == nullptr || PQtransactionStatus(handle) != PQTRANS_IDLE;

@@ -47,6 +47,7 @@ class FakeClock final : public Clock {
 struct FakeServer {
   std::atomic<bool> down{false};             ///< connect() and validate() fail
   std::atomic<bool> fail_validation{false};  ///< validate() fails
+  std::atomic<bool> terminated{false};       ///< every open connection was killed server-side
   std::atomic<int> connects{0};
   std::atomic<int> validations{0};
   std::atomic<int> closed{0};
@@ -59,6 +60,7 @@ class FakeConnection final : public Connection {
 
   bool is_open() const noexcept override { return open_.load(); }
   bool in_transaction() const noexcept override { return in_transaction_.load(); }
+  bool probe() noexcept override { return open_ && !server_->terminated; }
   void validate() override {
     ++server_->validations;
     if (server_->down || server_->fail_validation || !open_) {
@@ -82,6 +84,7 @@ class FakeFactory final : public ConnectionFactory {
   std::unique_ptr<Connection> connect() override {
     if (server_->down) throw Error("Database connection refused: fake server is down");
     ++server_->connects;
+    server_->terminated = false;  // a new backend: killing happened before
     return std::make_unique<FakeConnection>(server_);
   }
   std::string describe() const override { return "fake"; }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <random>
@@ -219,6 +220,23 @@ TEST_F(PoolTest, ConnectionReturnedInsideATransactionIsNeverReused) {
   EXPECT_EQ(s.error_count(ErrorType::kTransactionLeftOpen), 1u);
   EXPECT_EQ(s.closed(CloseReason::kBroken), 1u);
   for (int i = 0; i < 10; ++i) EXPECT_NE(pool->acquire().id(), id);
+}
+
+TEST_F(PoolTest, ConnectionKilledWhileIdleIsNeverHandedOut) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  std::vector<std::uint64_t> old_ids;
+  {
+    auto a = pool->acquire();
+    auto b = pool->acquire();
+    old_ids = {a.id(), b.id()};
+  }
+  server_->terminated = true;  // like pg_terminate_backend on both backends
+  auto handle = pool->acquire();
+  EXPECT_EQ(std::count(old_ids.begin(), old_ids.end(), handle.id()), 0);
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.closed(CloseReason::kBroken), 2u);
+  EXPECT_EQ(s.error_count(ErrorType::kConnectionBroken), 2u);
 }
 
 TEST_F(PoolTest, LongIdleConnectionIsValidatedBeforeHandOut) {

@@ -20,6 +20,12 @@ class Connection {
   /// False once the connection is known to be broken. No I/O.
   virtual bool is_open() const noexcept = 0;
 
+  /// Cheap liveness check before hand-out: reads whatever the server sent
+  /// while the connection sat idle (a termination notice, end of stream)
+  /// without a round trip — one non-blocking poll(2). False when the
+  /// connection turned out dead. The default only asks is_open().
+  virtual bool probe() noexcept { return is_open(); }
+
   /// True when a transaction block is open or failed, or a command is still in
   /// flight: such a connection must not be handed to another caller. No I/O.
   virtual bool in_transaction() const noexcept = 0;
