@@ -32,8 +32,10 @@ CLIENT_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 30
 NPM_TIMEOUT_S = 600
 
-# The exporter logs the address it bound, e.g. "listening on 127.0.0.1:41877".
-BOUND_ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):(\d+)")
+# The exporter logs the address it bound once the server is up:
+# "... INFO exporter: Listening on 127.0.0.1:41877 address=...". Earlier lines
+# name other loopback addresses (the database's), so match the message itself.
+BOUND_ADDRESS = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 
 
 def fail(message):
@@ -104,12 +106,13 @@ class Exporter:
         self.log.close()
 
 
-def run_client(client_dir, port, env):
+def run_client(client_dir, port, expect, env):
     node = shutil.which("node")
     if node is None:
         fail("node not found: install Node.js (scripts/setup does)")
     return subprocess.run(
-        [node, os.path.join(client_dir, "check_exporter.mjs"), f"http://127.0.0.1:{port}/mcp"],
+        [node, os.path.join(client_dir, "check_exporter.mjs"), f"http://127.0.0.1:{port}/mcp",
+         f"--expect={expect}"],
         cwd=client_dir, env=env, timeout=CLIENT_TIMEOUT_S).returncode
 
 
@@ -138,14 +141,14 @@ def main():
 
     failures = []
     with tempfile.TemporaryDirectory(prefix="poolscope-mcp-") as workdir:
-        runs = [("database up", database_url),
-                ("database unreachable", with_port(database_url, closed_port()))]
-        for name, url in runs:
+        runs = [("database up", database_url, "up"),
+                ("database unreachable", with_port(database_url, closed_port()), "down")]
+        for name, url, expect in runs:
             print(f"--- {name}", flush=True)
             exporter = Exporter(args.exporter, url, workdir, name.replace(" ", "-"))
             try:
                 port = exporter.wait_for_port()
-                if run_client(args.client_dir, port, client_env) != 0:
+                if run_client(args.client_dir, port, expect, client_env) != 0:
                     failures.append(name)
             finally:
                 exporter.stop()

@@ -1,8 +1,11 @@
 // Drives poolscope-exporter's /mcp endpoint with the official MCP TypeScript
 // SDK client and checks what an MCP host would rely on.
 //
-//   node check_exporter.mjs http://127.0.0.1:PORT/mcp
+//   node check_exporter.mjs http://127.0.0.1:PORT/mcp [--expect=up|down]
 //
+// --expect=up waits (bounded) until the health resource reports a connected
+// pool; --expect=down until it reports the connection error of an unreachable
+// database, so the password check below covers an error text too.
 // Env POOLSCOPE_TEST_DB_PASSWORD: when set, no response body may contain it.
 // Prints one line per check and exits non-zero when any check fails.
 
@@ -15,10 +18,14 @@ const HEALTH_URI = 'health://connection-pool';
 const RESOURCE_NOT_FOUND = -32002;
 
 const endpoint = process.argv[2];
-if (!endpoint) {
-  console.error('usage: node check_exporter.mjs http://HOST:PORT/mcp');
+const expectArg = process.argv.slice(3).find((arg) => arg.startsWith('--expect='));
+const expected = expectArg ? expectArg.slice('--expect='.length) : null;
+if (!endpoint || (expected !== null && !['up', 'down'].includes(expected))) {
+  console.error('usage: node check_exporter.mjs http://HOST:PORT/mcp [--expect=up|down]');
   process.exit(2);
 }
+// Bound on waiting for the pool to reach the expected state.
+const STATE_WAIT_MS = 60_000;
 const password = process.env.POOLSCOPE_TEST_DB_PASSWORD ?? '';
 
 // Every response body the client or the raw checks receive, for the password scan.
@@ -140,6 +147,40 @@ await check('reading an unknown resource is an McpError -32002', async () => {
     return true;
   });
 });
+
+async function readHealth() {
+  const { contents } = await client.readResource({ uri: HEALTH_URI });
+  return JSON.parse(contents[0].text);
+}
+
+async function waitForHealth(predicate) {
+  const deadline = Date.now() + STATE_WAIT_MS;
+  let health = await readHealth();
+  while (!predicate(health) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    health = await readHealth();
+  }
+  return health;
+}
+
+if (expected === 'up') {
+  await check('the health resource reports the connected pool', async () => {
+    const health = await waitForHealth((doc) => doc.database.status === 'connected');
+    assert.equal(health.database.status, 'connected', JSON.stringify(health));
+    assert.ok(health.database.pool.total >= 1, JSON.stringify(health));
+    assert.notEqual(health.status, 'unhealthy', JSON.stringify(health));
+  });
+}
+
+if (expected === 'down') {
+  await check('the health resource reports the unreachable database', async () => {
+    const health = await waitForHealth((doc) => doc.database.last_error !== null);
+    assert.equal(health.status, 'unhealthy', JSON.stringify(health));
+    assert.notEqual(health.database.status, 'connected', JSON.stringify(health));
+    assert.equal(health.database.pool.total, 0, JSON.stringify(health));
+    assert.equal(typeof health.database.last_error, 'string', JSON.stringify(health));
+  });
+}
 
 await check('parallel reads all succeed', async () => {
   const reads = Array.from({ length: 20 }, (_, i) =>
