@@ -65,6 +65,18 @@ const MirroredFlag kMirroredFlags[] = {
      "DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)"},
 };
 
+const char* type_name(Kind kind) {
+  switch (kind) {
+    case Kind::kText: return "TEXT";
+    case Kind::kSize: return "N";
+    case Kind::kDuration: return "DURATION";
+    case Kind::kBool: return "BOOL";
+    case Kind::kFraction: return "FRACTION";
+    case Kind::kLogLevel: return "LEVEL";
+  }
+  return "TEXT";
+}
+
 // Checks a flag's value with the flag's name in the error, so that a bad
 // flag is reported as the flag rather than as the variable it feeds.
 void check_flag_value(Kind kind, const std::string& value, const std::string& flag) {
@@ -157,7 +169,12 @@ std::vector<std::chrono::milliseconds> parse_backoff(const std::string& text,
   for (;;) {
     const std::size_t comma = text.find(',', start);
     const std::string item = text.substr(start, comma - start);
-    const auto delay = parse_duration(item, flag);
+    std::chrono::milliseconds delay{};
+    try {
+      delay = parse_duration(item, flag);
+    } catch (const ConfigError&) {
+      delay = 0ms;  // reported below with the whole list
+    }
     if (delay <= 0ms) {
       throw ConfigError(flag, text, "expected positive durations separated by commas, e.g. 1s,2s,4s");
     }
@@ -184,6 +201,9 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       "poolscope-exporter");
   app.set_help_flag("-h,--help", "print this help and exit");
   app.get_formatter()->column_width(40);
+  // As with the Prometheus exporters' flag library, a repeated flag takes the
+  // last value (wrappers can append overrides to a base command line).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   std::vector<std::string> mirrored_values(std::size(kMirroredFlags));
   std::vector<CLI::Option*> mirrored_options;
@@ -192,6 +212,9 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     mirrored_options.push_back(
         app.add_option(flag.flag, mirrored_values[i],
                        fmt::format("{} (env {})", flag.help, flag.variable))
+            ->type_name(flag.kind == Kind::kText && flag.variable == std::string_view("DATABASE_URL")
+                            ? "URL"
+                            : type_name(flag.kind))
             ->group(std::string_view(flag.flag).starts_with("--log") ? "Logging" : "Pool"));
   }
   std::string degraded_wait, health_window, reconnect_backoff;
@@ -199,37 +222,45 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       app.add_option("--pool.degraded-wait-threshold", degraded_wait,
                      "a wait longer than this within the health window makes the pool degraded "
                      "(default: 100ms)")
+          ->type_name("DURATION")
           ->group("Pool");
   auto* health_window_option =
       app.add_option("--pool.health-window", health_window,
                      "window of recent errors and peaks for health (default: 60s)")
+          ->type_name("DURATION")
           ->group("Pool");
   auto* backoff_option =
       app.add_option("--pool.reconnect-backoff", reconnect_backoff,
                      "reconnection delays, the last repeats (default: 1s,2s,4s,8s,16s)")
+          ->type_name("DURATIONS")
           ->group("Pool");
 
   std::string log_format;
   auto* log_format_option =
       app.add_option("--log.format", log_format, "json or text (env LOG_FORMAT; default: json)")
+          ->type_name("FORMAT")
           ->group("Logging");
   std::string listen_address(kDefaultListenAddress);
   app.add_option("--web.listen-address", listen_address,
                  "[IPv4 address]:port to serve on; port 0 picks a free port (default: :9839)")
-      ->group("Web");
+      ->type_name("ADDRESS")
+          ->group("Web");
   std::string telemetry_path = "/metrics";
   app.add_option("--web.telemetry-path", telemetry_path,
                  "path of the Prometheus metrics (default: /metrics)")
-      ->group("Web");
+      ->type_name("PATH")
+          ->group("Web");
   std::string web_config_file;
   app.add_option("--web.config.file", web_config_file,
                  "exporter-toolkit web configuration (basic_auth_users, http_server_config, "
                  "rate_limit); TLS: see docs/tls-proxy.md")
-      ->group("Web");
+      ->type_name("FILE")
+          ->group("Web");
   std::string metrics_prefix = "codebase_mcp_pool_";
   app.add_option("--metrics.prefix", metrics_prefix,
                  "prefix of every metric name (default: codebase_mcp_pool_)")
-      ->group("Web");
+      ->type_name("PREFIX")
+          ->group("Web");
 
   bool print_rules = false, print_alertmanager = false, print_dashboard = false;
   app.add_flag("--print-rules", print_rules,
@@ -248,11 +279,13 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       app.add_option("--workload.workers", workload_workers,
                      "synthetic load for demos and tests: threads that keep borrowing "
                      "connections (default: 0 = off)")
+          ->type_name("N")
           ->group("Synthetic load");
   auto* hold_option = app.add_option("--workload.hold", workload_hold,
                                      "how long each borrowed connection runs pg_sleep "
                                      "(default: 10ms)")
-                          ->group("Synthetic load");
+                          ->type_name("DURATION")
+          ->group("Synthetic load");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
 

@@ -1,0 +1,292 @@
+#include "endpoints.h"
+
+#include <crypt.h>
+#include <zlib.h>
+
+#include <array>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
+
+namespace poolscope::exporter {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::Pair;
+using ::testing::Contains;
+
+std::string header_value(const HttpResponse& response, const std::string& name) {
+  for (const auto& [key, value] : response.headers) {
+    if (key == name) return value;
+  }
+  return "";
+}
+
+std::string gunzip(const std::string& data) {
+  z_stream stream{};
+  if (inflateInit2(&stream, 15 + 16) != Z_OK) throw std::runtime_error("inflateInit2");
+  std::string out(1 << 20, '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  stream.avail_in = static_cast<uInt>(data.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  const int result = inflate(&stream, Z_FINISH);
+  out.resize(stream.total_out);
+  inflateEnd(&stream);
+  if (result != Z_STREAM_END) throw std::runtime_error("not a complete gzip stream");
+  return out;
+}
+
+HttpRequest get(std::string path) {
+  HttpRequest request;
+  request.method = "GET";
+  request.path = std::move(path);
+  return request;
+}
+
+class EndpointsTest : public ::testing::Test {
+ protected:
+  EndpointsTest() {
+    stats_.pool_name = "default";
+    stats_.state = PoolState::kHealthy;
+    stats_.health = HealthStatus::kHealthy;
+    stats_.total_connections = 2;
+    stats_.idle_connections = 2;
+    stats_.min_size = 2;
+    stats_.max_size = 10;
+    auto& family = prometheus::BuildCounter()
+                       .Name("test_requests_total")
+                       .Help("Requests seen by the test")
+                       .Register(*registry_);
+    family.Add({{"pool", "default"}}).Increment(3);
+  }
+
+  Endpoints make(Endpoints::Options options = {}, std::unique_ptr<BasicAuthenticator> auth = nullptr,
+                 std::unique_ptr<RateLimiter> limiter = nullptr) {
+    if (options.version.empty()) options.version = "1.2.3";
+    Endpoints::Sources sources;
+    sources.statistics = [this] {
+      if (fail_statistics_) throw std::runtime_error("statistics unavailable");
+      return stats_;
+    };
+    sources.metrics = [this] { return registry_->Collect(); };
+    return Endpoints(std::move(options), std::move(sources), std::move(auth), std::move(limiter));
+  }
+
+  PoolStatistics stats_;
+  bool fail_statistics_ = false;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+};
+
+TEST_F(EndpointsTest, HealthIs200WithTheDocumentWhenThePoolServes) {
+  const HttpResponse response = make().handle(get("/health"));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.content_type, "application/json");
+  const auto document = nlohmann::json::parse(response.body);
+  EXPECT_EQ(document["status"], "healthy");
+  EXPECT_EQ(document["database"]["pool"]["total"], 2);
+  EXPECT_EQ(header_value(response, "Cache-Control"), "no-store");
+}
+
+TEST_F(EndpointsTest, HealthStays200WhenOnlyLoadMakesThePoolUnhealthy) {
+  stats_.health = HealthStatus::kUnhealthy;
+  stats_.state = PoolState::kUnhealthy;
+  stats_.idle_connections = 0;
+  stats_.active_connections = stats_.total_connections = 10;
+  stats_.waiting_requests = 25;
+  const HttpResponse response = make().handle(get("/health"));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(nlohmann::json::parse(response.body)["status"], "unhealthy");
+}
+
+TEST_F(EndpointsTest, HealthIs503WhenThePoolCannotServe) {
+  for (const PoolState state : {PoolState::kInitializing, PoolState::kRecovering,
+                                PoolState::kShuttingDown, PoolState::kTerminated}) {
+    stats_.state = state;
+    EXPECT_EQ(make().handle(get("/health")).status, 503) << to_string(state);
+  }
+  stats_.state = PoolState::kUnhealthy;
+  stats_.total_connections = stats_.idle_connections = 0;
+  EXPECT_EQ(make().handle(get("/health")).status, 503);
+}
+
+TEST_F(EndpointsTest, HealthIs503OnceShutdownBegins) {
+  Endpoints endpoints = make();
+  EXPECT_EQ(endpoints.handle(get("/health")).status, 200);
+  endpoints.begin_shutdown();
+  const HttpResponse response = endpoints.handle(get("/health"));
+  EXPECT_EQ(response.status, 503);
+  EXPECT_NO_THROW(nlohmann::json::parse(response.body));
+}
+
+TEST_F(EndpointsTest, MetricsUseTheTextFormat) {
+  const HttpResponse response = make().handle(get("/metrics"));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_THAT(response.body, HasSubstr("# TYPE test_requests_total counter"));
+  EXPECT_THAT(response.body, HasSubstr("test_requests_total{pool=\"default\"} 3"));
+  EXPECT_EQ(header_value(response, "Content-Encoding"), "");
+}
+
+TEST_F(EndpointsTest, MetricsAreGzippedWhenTheClientAsks) {
+  HttpRequest request = get("/metrics");
+  request.accept_encoding = "deflate, gzip;q=0.9";
+  const HttpResponse response = make().handle(request);
+  EXPECT_EQ(header_value(response, "Content-Encoding"), "gzip");
+  EXPECT_EQ(header_value(response, "Vary"), "Accept-Encoding");
+  EXPECT_EQ(gunzip(response.body), make().handle(get("/metrics")).body);
+  request.accept_encoding = "gzip;q=0";
+  EXPECT_EQ(header_value(make().handle(request), "Content-Encoding"), "");
+}
+
+TEST_F(EndpointsTest, TelemetryPathIsConfigurable) {
+  Endpoints::Options options;
+  options.telemetry_path = "/prom";
+  Endpoints endpoints = make(options);
+  EXPECT_EQ(endpoints.handle(get("/prom")).status, 200);
+  EXPECT_EQ(endpoints.handle(get("/metrics")).status, 404);
+}
+
+TEST_F(EndpointsTest, UnknownPathsAre404) {
+  Endpoints endpoints = make();
+  for (const char* path : {"/nope", "/metrics/", "/x/../metrics", "//metrics", "/HEALTH", ""}) {
+    EXPECT_EQ(endpoints.handle(get(path)).status, 404) << path;
+  }
+}
+
+TEST_F(EndpointsTest, WrongMethodsAre405WithAllow) {
+  Endpoints endpoints = make();
+  for (const char* path : {"/metrics", "/health", "/"}) {
+    for (const char* method : {"POST", "PUT", "DELETE", "PATCH", "TRACE"}) {
+      HttpRequest request = get(path);
+      request.method = method;
+      const HttpResponse response = endpoints.handle(request);
+      EXPECT_EQ(response.status, 405) << method << " " << path;
+      EXPECT_EQ(header_value(response, "Allow"), "GET, HEAD, OPTIONS");
+    }
+  }
+  HttpRequest request = get("/mcp");
+  EXPECT_EQ(endpoints.handle(request).status, 405);  // MCP is POST only
+}
+
+TEST_F(EndpointsTest, OptionsListsTheMethods) {
+  HttpRequest request = get("/health");
+  request.method = "OPTIONS";
+  const HttpResponse response = make().handle(request);
+  EXPECT_EQ(response.status, 204);
+  EXPECT_EQ(header_value(response, "Allow"), "GET, HEAD, OPTIONS");
+}
+
+TEST_F(EndpointsTest, HeadIsAnsweredLikeGet) {
+  HttpRequest request = get("/health");
+  request.method = "HEAD";
+  EXPECT_EQ(make().handle(request).status, 200);
+}
+
+TEST_F(EndpointsTest, LandingPageEscapesEverything) {
+  stats_.pool_name = "<script>alert('x')</script>";
+  stats_.last_error = "a \"quoted\" & <b>bold</b> error";
+  const HttpResponse response = make().handle(get("/"));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.content_type, "text/html; charset=utf-8");
+  EXPECT_THAT(response.body, Not(HasSubstr("<script>")));
+  EXPECT_THAT(response.body, HasSubstr("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+  EXPECT_THAT(response.body, HasSubstr("&quot;quoted&quot; &amp; &lt;b&gt;"));
+  EXPECT_THAT(response.body, HasSubstr("href=\"/metrics\""));
+  EXPECT_THAT(response.body, HasSubstr("href=\"/health\""));
+}
+
+TEST_F(EndpointsTest, McpReadsTheHealthResource) {
+  HttpRequest request = get("/mcp");
+  request.method = "POST";
+  request.accept = "application/json, text/event-stream";
+  request.body = R"({"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"health://connection-pool"}})";
+  const HttpResponse response = make().handle(request);
+  ASSERT_EQ(response.status, 200);
+  const auto message = nlohmann::json::parse(response.body);
+  EXPECT_EQ(message["id"], 7);
+  const auto document =
+      nlohmann::json::parse(message["result"]["contents"][0]["text"].get<std::string>());
+  EXPECT_EQ(document["database"]["pool"]["total"], 2);
+}
+
+TEST_F(EndpointsTest, McpRefusesForeignOriginsAndUnknownProtocolVersions) {
+  HttpRequest request = get("/mcp");
+  request.method = "POST";
+  request.accept = "application/json, text/event-stream";
+  request.body = R"({"jsonrpc":"2.0","id":1,"method":"ping"})";
+  request.host = "exporter.internal:9839";
+  request.origin = "https://evil.example";
+  EXPECT_EQ(make().handle(request).status, 403);
+  request.origin = "http://exporter.internal:9839";
+  EXPECT_EQ(make().handle(request).status, 200);
+  request.origin = "";
+  request.mcp_protocol_version = "1999-01-01";
+  EXPECT_EQ(make().handle(request).status, 400);
+}
+
+TEST(Origin, AllowsAbsentSameHostAndLoopbackOrigins) {
+  EXPECT_TRUE(is_allowed_origin("", "x:1"));
+  EXPECT_TRUE(is_allowed_origin("http://localhost:3000", "x:1"));
+  EXPECT_TRUE(is_allowed_origin("http://127.0.0.1", "x:1"));
+  EXPECT_TRUE(is_allowed_origin("http://[::1]:8080", "x:1"));
+  EXPECT_TRUE(is_allowed_origin("https://X:1", "x:1"));
+  EXPECT_FALSE(is_allowed_origin("null", "x:1"));
+  EXPECT_FALSE(is_allowed_origin("http://x:2", "x:1"));
+  EXPECT_FALSE(is_allowed_origin("http://localhost.evil.example", "x:1"));
+  EXPECT_FALSE(is_allowed_origin("file://", "x:1"));
+}
+
+std::string bcrypt(const std::string& password) {
+  std::array<char, CRYPT_GENSALT_OUTPUT_SIZE> setting{};
+  crypt_gensalt_rn("$2b$", 4, nullptr, 0, setting.data(), static_cast<int>(setting.size()));
+  auto data = std::make_unique<crypt_data>();
+  return crypt_r(password.c_str(), setting.data(), data.get());
+}
+
+TEST_F(EndpointsTest, EveryEndpointNeedsCredentialsWhenUsersAreConfigured) {
+  Endpoints endpoints =
+      make({}, std::make_unique<BasicAuthenticator>(std::map<std::string, std::string>{
+                   {"prometheus", bcrypt("scrape")}}));
+  for (const char* path : {"/metrics", "/health", "/", "/mcp", "/nope"}) {
+    const HttpResponse response = endpoints.handle(get(path));
+    EXPECT_EQ(response.status, 401) << path;
+    EXPECT_EQ(header_value(response, "WWW-Authenticate"), "Basic realm=\"poolscope\"");
+  }
+  HttpRequest request = get("/metrics");
+  request.authorization = "Basic cHJvbWV0aGV1czpzY3JhcGU=";  // prometheus:scrape
+  EXPECT_EQ(endpoints.handle(request).status, 200);
+  request.authorization = "Basic cHJvbWV0aGV1czpzY3JhcEU=";  // prometheus:scrapE
+  EXPECT_EQ(endpoints.handle(request).status, 401);
+}
+
+TEST_F(EndpointsTest, RateLimitAnswers429) {
+  Endpoints endpoints = make({}, nullptr, std::make_unique<RateLimiter>(std::chrono::hours(1), 2));
+  EXPECT_EQ(endpoints.handle(get("/health")).status, 200);
+  EXPECT_EQ(endpoints.handle(get("/health")).status, 200);
+  EXPECT_EQ(endpoints.handle(get("/health")).status, 429);
+}
+
+TEST_F(EndpointsTest, ConfiguredHeadersGoOnEveryResponse) {
+  Endpoints::Options options;
+  options.response_headers = {{"X-Frame-Options", "deny"}};
+  Endpoints endpoints = make(options);
+  EXPECT_THAT(endpoints.handle(get("/health")).headers, Contains(Pair("X-Frame-Options", "deny")));
+  EXPECT_THAT(endpoints.handle(get("/nope")).headers, Contains(Pair("X-Frame-Options", "deny")));
+}
+
+TEST_F(EndpointsTest, AFailingSourceGives500) {
+  fail_statistics_ = true;
+  EXPECT_EQ(make().handle(get("/health")).status, 500);
+  EXPECT_EQ(make().handle(get("/")).status, 500);
+}
+
+}  // namespace
+}  // namespace poolscope::exporter

@@ -1,0 +1,208 @@
+#include "exporter_options.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "exporter_error.h"
+
+namespace poolscope::exporter {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr const char* kUrl = "postgresql://poolscope:pw-topsecret@127.0.0.1:5432/poolscope";
+
+struct Fixture {
+  std::map<std::string, std::string> environment{{"DATABASE_URL", kUrl}};
+
+  ExporterOptions parse(std::vector<const char*> flags) const {
+    flags.insert(flags.begin(), "poolscope-exporter");
+    return parse_exporter_options(flags, [this](const std::string& name) -> std::optional<std::string> {
+      const auto found = environment.find(name);
+      if (found == environment.end()) return std::nullopt;
+      return found->second;
+    });
+  }
+
+  // The UsageError message, or "" when parsing succeeds.
+  std::string error(std::vector<const char*> flags) const {
+    try {
+      parse(std::move(flags));
+    } catch (const UsageError& error) {
+      return error.what();
+    }
+    return "";
+  }
+};
+
+TEST(ExporterOptions, DefaultsNeedOnlyTheDatabaseUrl) {
+  const ExporterOptions options = Fixture{}.parse({});
+  EXPECT_EQ(options.action, ExporterOptions::Action::kServe);
+  EXPECT_EQ(options.pool.database_url, kUrl);
+  EXPECT_EQ(options.pool.max_size, PoolConfig::kDefaultMaxSize);
+  EXPECT_EQ(options.listen_address.port, 9839);
+  EXPECT_EQ(options.listen_address.host, "");
+  EXPECT_EQ(options.telemetry_path, "/metrics");
+  EXPECT_EQ(options.metrics_prefix, "codebase_mcp_pool_");
+  EXPECT_EQ(options.log_format, LogFormat::kJson);
+  EXPECT_EQ(options.workload_workers, 0u);
+}
+
+TEST(ExporterOptions, ReadsEveryPoolVariable) {
+  Fixture fixture;
+  fixture.environment.insert({{"POOL_NAME", "orders"},
+                              {"POOL_MIN_SIZE", "1"},
+                              {"POOL_MAX_SIZE", "4"},
+                              {"POOL_ACQUIRE_TIMEOUT", "500ms"},
+                              {"POOL_COMMAND_TIMEOUT", "0"},
+                              {"POOL_ENABLE_LEAK_DETECTION", "false"},
+                              {"POOL_HEALTHY_HEADROOM", "0.9"},
+                              {"LOG_LEVEL", "debug"},
+                              {"LOG_FORMAT", "text"}});
+  const ExporterOptions options = fixture.parse({});
+  EXPECT_EQ(options.pool.name, "orders");
+  EXPECT_EQ(options.pool.min_size, 1u);
+  EXPECT_EQ(options.pool.max_size, 4u);
+  EXPECT_EQ(options.pool.acquire_timeout, 500ms);
+  EXPECT_EQ(options.pool.command_timeout, 0ms);
+  EXPECT_FALSE(options.pool.enable_leak_detection);
+  EXPECT_DOUBLE_EQ(options.pool.healthy_headroom, 0.9);
+  EXPECT_EQ(options.pool.log_level, LogLevel::kDebug);
+  EXPECT_EQ(options.log_format, LogFormat::kText);
+}
+
+TEST(ExporterOptions, FlagsWinOverVariables) {
+  Fixture fixture;
+  fixture.environment["POOL_MAX_SIZE"] = "4";
+  fixture.environment["LOG_FORMAT"] = "text";
+  const ExporterOptions options = fixture.parse(
+      {"--pool.max-size=7", "--pool.acquire-timeout", "2m", "--log.format=json",
+       "--database.url=postgresql://other@db/x", "--pool.enable-leak-detection=off",
+       "--pool.reconnect-backoff=100ms,1s", "--pool.health-window=30s",
+       "--pool.degraded-wait-threshold=250ms", "--web.listen-address=127.0.0.1:0",
+       "--web.telemetry-path=/prom", "--metrics.prefix=svc_", "--workload.workers=3",
+       "--workload.hold=5ms"});
+  EXPECT_EQ(options.pool.max_size, 7u);
+  EXPECT_EQ(options.pool.acquire_timeout, 2min);
+  EXPECT_EQ(options.log_format, LogFormat::kJson);
+  EXPECT_EQ(options.pool.database_url, "postgresql://other@db/x");
+  EXPECT_FALSE(options.pool.enable_leak_detection);
+  EXPECT_EQ(options.pool.reconnect_backoff, (std::vector<std::chrono::milliseconds>{100ms, 1s}));
+  EXPECT_EQ(options.pool.health_window, 30s);
+  EXPECT_EQ(options.pool.degraded_wait_threshold, 250ms);
+  EXPECT_EQ(options.listen_address.host, "127.0.0.1");
+  EXPECT_EQ(options.listen_address.port, 0);
+  EXPECT_EQ(options.telemetry_path, "/prom");
+  EXPECT_EQ(options.metrics_prefix, "svc_");
+  EXPECT_EQ(options.workload_workers, 3u);
+  EXPECT_EQ(options.workload_hold, 5ms);
+}
+
+TEST(ExporterOptions, BadFlagValueNamesTheFlagTheValueAndWhatIsAccepted) {
+  const std::string error = Fixture{}.error({"--pool.max-size=lots"});
+  EXPECT_THAT(error, HasSubstr("--pool.max-size"));
+  EXPECT_THAT(error, HasSubstr("lots"));
+  EXPECT_THAT(error, HasSubstr("expected"));
+}
+
+TEST(ExporterOptions, BadVariableNamesTheVariable) {
+  Fixture fixture;
+  fixture.environment["POOL_ACQUIRE_TIMEOUT"] = "soon";
+  const std::string error = fixture.error({});
+  EXPECT_THAT(error, HasSubstr("POOL_ACQUIRE_TIMEOUT"));
+  EXPECT_THAT(error, HasSubstr("soon"));
+}
+
+TEST(ExporterOptions, CrossFieldErrorsNameTheFlagThatWasGiven) {
+  EXPECT_THAT(Fixture{}.error({"--pool.min-size=20"}), HasSubstr("--pool.min-size"));
+  Fixture fixture;
+  fixture.environment["POOL_MIN_SIZE"] = "5";
+  EXPECT_THAT(fixture.error({"--pool.max-size=3"}), HasSubstr("POOL_MIN_SIZE"));
+}
+
+TEST(ExporterOptions, EveryMirroredFlagRejectsGarbage) {
+  for (const char* flag :
+       {"--pool.min-size", "--pool.max-size", "--pool.acquire-timeout", "--pool.init-timeout",
+        "--pool.max-connection-lifetime", "--pool.max-idle-time", "--pool.command-timeout",
+        "--pool.enable-leak-detection", "--pool.leak-detection-timeout",
+        "--pool.shutdown-timeout", "--pool.validation-idle-threshold",
+        "--pool.health-check-interval", "--pool.healthy-headroom", "--pool.degraded-headroom",
+        "--log.level", "--log.format", "--pool.degraded-wait-threshold", "--pool.health-window",
+        "--pool.reconnect-backoff", "--workload.workers", "--workload.hold",
+        "--web.listen-address", "--web.telemetry-path", "--metrics.prefix"}) {
+    const std::string argument = std::string(flag) + "=%garbage%";
+    const std::string error = Fixture{}.error({argument.c_str()});
+    EXPECT_THAT(error, HasSubstr(flag)) << flag;
+    EXPECT_THAT(error, HasSubstr("%garbage%")) << flag;
+    EXPECT_EQ(error.find('\n'), std::string::npos) << flag;
+  }
+}
+
+TEST(ExporterOptions, UnknownFlagIsAUsageError) {
+  EXPECT_THAT(Fixture{}.error({"--pool.maxsize=3"}), HasSubstr("--pool.maxsize"));
+  EXPECT_THAT(Fixture{}.error({"stray"}), HasSubstr("stray"));
+}
+
+TEST(ExporterOptions, DatabaseUrlIsRequired) {
+  Fixture fixture;
+  fixture.environment.clear();
+  EXPECT_THAT(fixture.error({}), HasSubstr("DATABASE_URL"));
+}
+
+TEST(ExporterOptions, UnparseableDatabaseUrlIsNotEchoed) {
+  Fixture fixture;
+  fixture.environment["DATABASE_URL"] = "host=db password pw-topsecret";
+  const std::string error = fixture.error({});
+  EXPECT_THAT(error, HasSubstr("DATABASE_URL"));
+  EXPECT_THAT(error, Not(HasSubstr("pw-topsecret")));
+  const std::string flag_error = Fixture{}.error({"--database.url=postgresql://u:pw-topsecret@h/db?bogus=1"});
+  EXPECT_THAT(flag_error, HasSubstr("--database.url"));
+  EXPECT_THAT(flag_error, Not(HasSubstr("pw-topsecret")));
+}
+
+TEST(ExporterOptions, ListenAddressForms) {
+  EXPECT_EQ(Fixture{}.parse({"--web.listen-address=:9000"}).listen_address.civetweb_spec(), "9000");
+  EXPECT_EQ(Fixture{}.parse({"--web.listen-address=localhost:9000"}).listen_address.civetweb_spec(),
+            "127.0.0.1:9000");
+  EXPECT_THAT(Fixture{}.error({"--web.listen-address=[::1]:9000"}), HasSubstr("IPv6"));
+  EXPECT_THAT(Fixture{}.error({"--web.listen-address=:70000"}), HasSubstr("0 to 65535"));
+  EXPECT_THAT(Fixture{}.error({"--web.listen-address=db.example:9000"}), HasSubstr("IPv4"));
+}
+
+TEST(ExporterOptions, TelemetryPathMustBeAFreeAbsolutePath) {
+  for (const char* path : {"metrics", "//evil.example/x", "/health", "/mcp", "/a b", "/a?b"}) {
+    const std::string argument = std::string("--web.telemetry-path=") + path;
+    EXPECT_THAT(Fixture{}.error({argument.c_str()}), HasSubstr("--web.telemetry-path")) << path;
+  }
+}
+
+TEST(ExporterOptions, HelpAndVersionNeedNoDatabase) {
+  Fixture fixture;
+  fixture.environment.clear();
+  const ExporterOptions help = fixture.parse({"--help"});
+  EXPECT_EQ(help.action, ExporterOptions::Action::kPrintHelp);
+  EXPECT_THAT(help.text, HasSubstr("--web.listen-address"));
+  EXPECT_THAT(help.text, HasSubstr("POOL_MAX_SIZE"));
+  const ExporterOptions version = fixture.parse({"--version"});
+  EXPECT_EQ(version.action, ExporterOptions::Action::kPrintVersion);
+  EXPECT_THAT(version.text, HasSubstr("poolscope-exporter"));
+}
+
+TEST(ExporterOptions, PrintFlagsSelectTheEmbeddedArtefact) {
+  Fixture fixture;
+  fixture.environment.clear();
+  EXPECT_EQ(fixture.parse({"--print-rules"}).asset_path, "rules/codebase-mcp-pool.yml");
+  EXPECT_EQ(fixture.parse({"--print-alertmanager-config"}).asset_path, "rules/alertmanager.yml");
+  EXPECT_EQ(fixture.parse({"--print-dashboard"}).asset_path,
+            "grafana/connection-pool-dashboard.json");
+  EXPECT_THAT(fixture.error({"--print-rules", "--print-dashboard"}), HasSubstr("exclude"));
+}
+
+}  // namespace
+}  // namespace poolscope::exporter

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""--web.config.file with a real exporter: basic auth (401 with
+WWW-Authenticate on missing or wrong credentials), response headers, and
+invalid files (unknown keys, bad hashes, TLS) refused with exit 2 and one line.
+
+  exporter_web_config_test.py --exporter PATH
+"""
+
+import argparse
+import base64
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import harness
+
+EXPORTER = None
+
+
+def bcrypt(password, prefix=b"$2b$", cost=4):
+    """A bcrypt hash from libxcrypt, the library the exporter checks with."""
+    libcrypt = ctypes.CDLL("libcrypt.so.1")
+    libcrypt.crypt_gensalt.restype = ctypes.c_char_p
+    libcrypt.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    libcrypt.crypt.restype = ctypes.c_char_p
+    libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    setting = libcrypt.crypt_gensalt(prefix, cost, None, 0)
+    return libcrypt.crypt(password.encode(), setting).decode()
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def write_config(text):
+    handle, path = tempfile.mkstemp(prefix="poolscope-web-config.", suffix=".yml")
+    with os.fdopen(handle, "w") as config:
+        config.write(text)
+    return path
+
+
+class BasicAuthTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.config = write_config(
+            "basic_auth_users:\n"
+            f"  prometheus: '{bcrypt('scrape-pass')}'\n"
+            f"  operator: '{bcrypt('op-pass', prefix=b'$2y$')}'\n"
+            "http_server_config:\n"
+            "  headers:\n"
+            "    X-Content-Type-Options: nosniff\n")
+        cls.exporter = harness.Exporter(EXPORTER, harness.test_database_url(),
+                                        args=[f"--web.config.file={cls.config}"])
+        cls.exporter.wait_listening()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.exporter.__exit__(None, None, None)
+        os.remove(cls.config)
+
+    def test_missing_credentials_get_401_with_a_challenge(self):
+        for path in ("/metrics", "/health", "/", "/mcp", "/nope"):
+            response = harness.request(self.exporter.url(path))
+            self.assertEqual(response.status, 401, path)
+            self.assertEqual(response.header("WWW-Authenticate"), 'Basic realm="poolscope"')
+
+    def test_wrong_credentials_get_401(self):
+        for user, password in (("prometheus", "wrong"), ("nobody", "scrape-pass"),
+                               ("prometheus", ""), ("", "")):
+            response = harness.request(self.exporter.url("/metrics"),
+                                       headers={"Authorization": basic(user, password)})
+            self.assertEqual(response.status, 401, user)
+        response = harness.request(self.exporter.url("/metrics"),
+                                   headers={"Authorization": "Basic not-base64!"})
+        self.assertEqual(response.status, 401)
+
+    def test_right_credentials_are_served_repeatedly(self):
+        for _ in range(3):  # the second and third come from the cache
+            response = harness.request(self.exporter.url("/metrics"),
+                                       headers={"Authorization": basic("prometheus", "scrape-pass")})
+            self.assertEqual(response.status, 200)
+        response = harness.request(self.exporter.url("/health"),
+                                   headers={"Authorization": basic("operator", "op-pass")})
+        self.assertIn(response.status, (200, 503))
+
+    def test_configured_headers_are_sent(self):
+        response = harness.request(self.exporter.url("/health"))
+        self.assertEqual(response.header("X-Content-Type-Options"), "nosniff")
+
+
+class InvalidConfigTest(unittest.TestCase):
+    def run_with(self, text):
+        path = write_config(text)
+        try:
+            env = dict(os.environ, DATABASE_URL=harness.test_database_url())
+            return subprocess.run([EXPORTER, "--web.listen-address=127.0.0.1:0",
+                                   f"--web.config.file={path}"],
+                                  stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60)
+        finally:
+            os.remove(path)
+
+    def assert_refused(self, text, *fragments):
+        result = self.run_with(text)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        lines = result.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(result.stdout, b"")
+        for fragment in fragments:
+            self.assertIn(fragment, lines[0])
+        return lines[0]
+
+    def test_unknown_key(self):
+        self.assert_refused("basic_auth_user:\n  a: b\n", "unknown key 'basic_auth_user'", "line 1")
+
+    def test_bad_hash_is_refused_without_echoing_it(self):
+        line = self.assert_refused("basic_auth_users:\n  alice: plaintext-secret\n",
+                                   "basic_auth_users.alice is not a bcrypt hash")
+        self.assertNotIn("plaintext-secret", line)
+
+    def test_tls_is_refused_with_a_pointer_to_the_proxy_recipe(self):
+        self.assert_refused("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+                            "tls_server_config", "docs/tls-proxy.md")
+
+    def test_yaml_syntax_error(self):
+        self.assert_refused("basic_auth_users: [\n", "YAML syntax error")
+
+    def test_missing_file(self):
+        env = dict(os.environ, DATABASE_URL=harness.test_database_url())
+        result = subprocess.run([EXPORTER, "--web.config.file=/nonexistent/web.yml"],
+                                capture_output=True, env=env, timeout=60)
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(len(result.stderr.decode().splitlines()), 1)
+
+
+def main():
+    global EXPORTER
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--exporter", required=True)
+    args, rest = parser.parse_known_args()
+    EXPORTER = args.exporter
+    harness.test_database_url()
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace poolscope::exporter {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// A blocking loopback client speaking raw bytes, so tests can send what no
+// HTTP library would.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      throw std::runtime_error("connect failed");
+    }
+  }
+  ~RawClient() { close(fd_); }
+
+  void send_all(const std::string& data) {
+    std::size_t sent = 0;
+    while (sent < data.size()) {
+      const ssize_t n = ::send(fd_, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server may close early (413); that is fine
+      sent += static_cast<std::size_t>(n);
+    }
+  }
+
+  // Reads one response: headers, then Content-Length bytes of body (or until
+  // close when there is none). Gives up after `timeout` of silence.
+  std::string read_response(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::string data;
+    std::size_t wanted = std::string::npos;
+    while (wanted == std::string::npos || data.size() < wanted) {
+      pollfd poll_fd{fd_, POLLIN, 0};
+      if (poll(&poll_fd, 1, static_cast<int>(timeout.count())) <= 0) break;
+      char buffer[65536];
+      const ssize_t n = recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) {
+        closed_ = true;
+        break;
+      }
+      data.append(buffer, static_cast<std::size_t>(n));
+      const std::size_t end = data.find("\r\n\r\n");
+      if (wanted == std::string::npos && end != std::string::npos) {
+        const std::string head = data.substr(0, end);
+        const std::size_t length_at = head.find("Content-Length: ");
+        const std::size_t length =
+            length_at == std::string::npos ? 0 : std::stoul(head.substr(length_at + 16));
+        const bool is_head_response = last_was_head_;
+        wanted = end + 4 + (is_head_response ? 0 : length);
+      }
+    }
+    return data;
+  }
+
+  std::string request(const std::string& raw, bool head = false) {
+    last_was_head_ = head;
+    send_all(raw);
+    return read_response();
+  }
+
+  // True once the server has closed the connection.
+  bool closed_by_server() {
+    pollfd poll_fd{fd_, POLLIN, 0};
+    if (poll(&poll_fd, 1, 5000) <= 0) return false;
+    char byte;
+    return recv(fd_, &byte, 1, 0) == 0;
+  }
+
+ private:
+  int fd_ = -1;
+  bool closed_ = false;
+  bool last_was_head_ = false;
+};
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  HttpServerTest() {
+    HttpServer::Options options;
+    options.address = ListenAddress::parse("127.0.0.1:0");
+    options.worker_threads = 4;
+    options.max_body_bytes = 1024;
+    server_ = std::make_unique<HttpServer>(options, [this](const HttpRequest& request) {
+      ++handled_;
+      HttpResponse response;
+      response.content_type = "text/plain";
+      response.body = request.method + " " + request.path + " " + std::to_string(request.body.size());
+      response.headers.emplace_back("X-Test", "yes");
+      return response;
+    });
+  }
+
+  std::string get(const std::string& path) {
+    RawClient client(server_->port());
+    return client.request("GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  }
+
+  std::atomic<int> handled_{0};
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpServerTest, ServesTheHandlersResponseOnTheBoundPort) {
+  EXPECT_GT(server_->port(), 0);
+  const std::string response = get("/metrics");
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 200 OK\r\n"));
+  EXPECT_THAT(response, HasSubstr("Content-Type: text/plain\r\n"));
+  EXPECT_THAT(response, HasSubstr("X-Test: yes\r\n"));
+  EXPECT_THAT(response, HasSubstr("\r\n\r\nGET /metrics 0"));
+}
+
+TEST_F(HttpServerTest, KeepsHttp11ConnectionsAlive) {
+  RawClient client(server_->port());
+  const std::string first = client.request("GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_THAT(first, HasSubstr("Connection: keep-alive\r\n"));
+  const std::string second = client.request("GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_THAT(second, HasSubstr("GET /b 0"));
+  EXPECT_EQ(handled_.load(), 2);
+}
+
+TEST_F(HttpServerTest, ClosesWhenTheClientAsks) {
+  RawClient client(server_->port());
+  EXPECT_THAT(client.request("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+              HasSubstr("Connection: close\r\n"));
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST_F(HttpServerTest, PassesTheBody) {
+  RawClient client(server_->port());
+  EXPECT_THAT(client.request("POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"),
+              HasSubstr("POST /mcp 5"));
+  EXPECT_THAT(client.request("POST /mcp HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+              HasSubstr("POST /mcp 5"));
+}
+
+TEST_F(HttpServerTest, RefusesADeclaredBodyOverTheLimitWith413) {
+  RawClient client(server_->port());
+  const std::string response =
+      client.request("POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000\r\n\r\nxx");
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 413 "));
+  EXPECT_THAT(response, HasSubstr("Connection: close\r\n"));
+  EXPECT_EQ(handled_.load(), 0);
+  EXPECT_THAT(get("/after"), StartsWith("HTTP/1.1 200 OK"));
+}
+
+TEST_F(HttpServerTest, RefusesAChunkedBodyOverTheLimitWith413) {
+  RawClient client(server_->port());
+  std::string chunked = "POST /mcp HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 8; ++i) chunked += "100\r\n" + std::string(256, 'x') + "\r\n";
+  chunked += "0\r\n\r\n";
+  EXPECT_THAT(client.request(chunked), StartsWith("HTTP/1.1 413 "));
+  EXPECT_EQ(handled_.load(), 0);
+  EXPECT_THAT(get("/after"), StartsWith("HTTP/1.1 200 OK"));
+}
+
+TEST_F(HttpServerTest, HeadGetsHeadersWithoutBody) {
+  RawClient client(server_->port());
+  const std::string response =
+      client.request("HEAD /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", /*head=*/true);
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(response, HasSubstr("Content-Length: 9\r\n"));  // of "HEAD /x 0"
+  EXPECT_EQ(response.substr(response.find("\r\n\r\n") + 4), "");
+}
+
+TEST_F(HttpServerTest, MalformedRequestsGet4xxAndTheServerKeepsServing) {
+  const std::string garbage[] = {
+      "garbage\r\n\r\n",
+      std::string("\x00\x01\x02\xff\xfe\r\n\r\n", 9),
+      "GET / HTTP/1.1\r\nHost: t\r\nX-Huge: " + std::string(64 * 1024, 'a') + "\r\n\r\n",
+      "GET /metrics HTTP/9.9\r\nHost: t\r\n\r\n",
+      "POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
+  };
+  for (const std::string& request : garbage) {
+    RawClient client(server_->port());
+    const std::string response = client.request(request);
+    // civetweb answers 400, 411, 413, 431 or 505 depending on the defect.
+    EXPECT_THAT(response, ::testing::MatchesRegex("HTTP/[0-9.]+ (400|411|413|431|505) (.|\r|\n)*"))
+        << request.substr(0, 40);
+  }
+  EXPECT_THAT(get("/still-here"), StartsWith("HTTP/1.1 200 OK"));
+}
+
+TEST_F(HttpServerTest, AnotherServerOnTheSamePortFailsWithTheReason) {
+  HttpServer::Options options;
+  options.address = ListenAddress::parse("127.0.0.1:" + std::to_string(server_->port()));
+  try {
+    HttpServer second(options, [](const HttpRequest&) { return HttpResponse{}; });
+    FAIL() << "a second server bound the same port";
+  } catch (const std::runtime_error& error) {
+    EXPECT_THAT(error.what(), HasSubstr(std::to_string(server_->port())));
+  }
+}
+
+TEST_F(HttpServerTest, StopIsIdempotent) {
+  server_->stop();
+  server_->stop();
+}
+
+}  // namespace
+}  // namespace poolscope::exporter
