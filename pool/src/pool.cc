@@ -220,7 +220,8 @@ void PoolCore::lend_locked(Slot* slot, Clock::time_point started, Clock::time_po
   acquisition_ms_sum_ += waited_ms;
   peak_wait_ms_ = std::max(peak_wait_ms_, waited_ms);
   peak_active_ = std::max(peak_active_, active_);
-  window_.record_wait(now, waited_ms);
+  // Waits that began during an outage were the outage's, not load's.
+  if (started >= outage_ended_at_) window_.record_wait(now, waited_ms);
   window_.record_active(now, active_);
 }
 
@@ -376,9 +377,11 @@ void PoolCore::connector_loop() {
       last_health_check_ = connected;
       last_health_check_wall_ = clock_->wall_now();
       if (recovered) {
-        // The outage is over: its errors are history, not "recent errors",
-        // so the pool goes RECOVERING -> HEALTHY as the guide describes.
-        window_.forget_errors();
+        // The outage is over: its errors and the waits it caused are
+        // history, so the pool goes RECOVERING -> HEALTHY as the guide
+        // describes instead of staying DEGRADED for the health window.
+        window_.forget_outage();
+        outage_ended_at_ = connected;
       }
       consecutive_failures_ = 0;
       if (!hand_to_waiter_locked(raw, connected)) idle_.push_back(raw);

@@ -118,11 +118,17 @@ class PqxxConnection final : public Connection {
   bool probe() noexcept override {
     PGconn* handle = raw(*connection_);
     if (handle == nullptr || PQstatus(handle) != CONNECTION_OK) return false;
-    pollfd descriptor{PQsocket(handle), POLLIN, 0};
-    if (::poll(&descriptor, 1, 0) <= 0) return true;  // nothing arrived: still fine
     // An idle connection only receives something when the server is about
-    // to drop it (pg_terminate_backend, shutdown) or sent a notification.
-    return PQconsumeInput(handle) != 0 && PQstatus(handle) == CONNECTION_OK;
+    // to drop it (pg_terminate_backend, shutdown: a FATAL message, then end
+    // of stream) or sent a notification. One read may return the message
+    // without noticing the end of stream behind it, so read until the socket
+    // has nothing more.
+    for (int reads = 0; reads < 8; ++reads) {
+      pollfd descriptor{PQsocket(handle), POLLIN, 0};
+      if (::poll(&descriptor, 1, 0) <= 0) return true;  // nothing (more) arrived
+      if (PQconsumeInput(handle) == 0 || PQstatus(handle) != CONNECTION_OK) return false;
+    }
+    return PQstatus(handle) == CONNECTION_OK;
   }
 
   bool in_transaction() const noexcept override {

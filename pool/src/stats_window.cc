@@ -31,8 +31,11 @@ void StatsWindow::record_active(Clock::time_point now, std::size_t active) {
 
 void StatsWindow::record_error(Clock::time_point now) { ++bucket_for(now).errors; }
 
-void StatsWindow::forget_errors() {
-  for (auto& bucket : buckets_) bucket.errors = 0;
+void StatsWindow::forget_outage() {
+  for (auto& bucket : buckets_) {
+    bucket.errors = 0;
+    bucket.peak_wait_ms = 0.0;
+  }
 }
 
 StatsWindow::Summary StatsWindow::summarize(Clock::time_point now) const {

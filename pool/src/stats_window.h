@@ -23,9 +23,9 @@ class StatsWindow {
   void record_wait(Clock::time_point now, double wait_ms);
   void record_active(Clock::time_point now, std::size_t active);
   void record_error(Clock::time_point now);
-  /// Drops the error counts (the maxima stay): an outage that has ended is
-  /// no longer a "recent error".
-  void forget_errors();
+  /// Drops the error counts and the wait maxima (active maxima stay): an
+  /// outage that has ended is neither a "recent error" nor a "recent wait".
+  void forget_outage();
 
   struct Summary {
     double peak_wait_ms = 0.0;

@@ -38,14 +38,16 @@ TEST(StatsWindow, ReusedBucketStartsEmpty) {
   EXPECT_EQ(window.summarize(at(65s)).errors, 1u);
 }
 
-TEST(StatsWindow, ForgetErrorsKeepsPeaks) {
+TEST(StatsWindow, ForgetOutageDropsErrorsAndWaitsButKeepsActivePeaks) {
   StatsWindow window(60s);
   window.record_error(at(1s));
   window.record_wait(at(1s), 120.0);
-  window.forget_errors();
+  window.record_active(at(1s), 4);
+  window.forget_outage();
   auto summary = window.summarize(at(2s));
   EXPECT_EQ(summary.errors, 0u);
-  EXPECT_EQ(summary.peak_wait_ms, 120.0);
+  EXPECT_EQ(summary.peak_wait_ms, 0.0);
+  EXPECT_EQ(summary.peak_active, 4u);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "poolscope/clock.h"
 #include "poolscope/connection.h"
+#include "poolscope/error.h"
 #include "poolscope/pool_config.h"
 #include "poolscope/pool_observer.h"
 #include "poolscope/pool_statistics.h"
