@@ -20,7 +20,11 @@ Workload::Workload(Pool& pool, std::size_t workers, std::chrono::milliseconds ho
 Workload::~Workload() { stop(); }
 
 void Workload::stop() {
-  stopping_.store(true);
+  {
+    std::lock_guard lock(mutex_);
+    stopping_.store(true);
+  }
+  wake_.notify_all();
   for (std::thread& worker : workers_) {
     if (worker.joinable()) worker.join();
   }
@@ -36,17 +40,26 @@ void Workload::run() {
   while (!stopping_.load()) {
     try {
       PooledConnection connection = pool_.acquire(kAcquireTimeout);
-      pqxx::nontransaction work(*connection);
-      work.exec(query);
+      {
+        pqxx::nontransaction work(*connection);
+        work.exec(query);
+      }
+      connection.release();
+      pause(hold_);
     } catch (const PoolClosed&) {
       return;
     } catch (const AcquireTimeout&) {
       // The pool is saturated or down; it counted the timeout. Try again.
     } catch (const std::exception& error) {
       log_event(LogLevel::kDebug, "Synthetic query failed", {{"error", error.what()}});
-      std::this_thread::sleep_for(kPauseAfterError);
+      pause(kPauseAfterError);
     }
   }
+}
+
+bool Workload::pause(std::chrono::milliseconds duration) {
+  std::unique_lock lock(mutex_);
+  return !wake_.wait_for(lock, duration, [this] { return stopping_.load(); });
 }
 
 }  // namespace poolscope::exporter
