@@ -242,7 +242,9 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
           ->group("Logging");
   std::string listen_address(kDefaultListenAddress);
   app.add_option("--web.listen-address", listen_address,
-                 "[IPv4 address]:port to serve on; port 0 picks a free port (default: :9839)")
+                 "[IPv4 address]:port to serve every endpoint on; port 0 picks a free port "
+                 "(default: :9839, clear of Prometheus 9090, Alertmanager 9093 and the common "
+                 "exporters)")
       ->type_name("ADDRESS")
           ->group("Web");
   std::string telemetry_path = "/metrics";

@@ -13,9 +13,12 @@
 
 namespace poolscope::exporter {
 
-/// The default `--web.listen-address`. 9839 is free in the Prometheus
-/// default-port allocations (9090 Prometheus, 9093 Alertmanager, 9100 node,
-/// 9187 postgres exporter, …) and not used by a well-known exporter.
+/// The default `--web.listen-address`. 9839 is in the exporters' range
+/// (9100-9999) and clear of Prometheus (9090), Pushgateway (9091),
+/// Alertmanager (9093) and the widely deployed exporters (node 9100,
+/// blackbox 9115, postgres 9187, …). That range is fully allocated on the
+/// Prometheus wiki, so any port in it is also some rarely seen exporter's;
+/// --web.listen-address changes it.
 inline constexpr std::string_view kDefaultListenAddress = ":9839";
 
 /// Everything the exporter was asked to do, from flags and the environment

@@ -6,10 +6,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 #include <prometheus/registry.h>
@@ -42,6 +44,27 @@ std::optional<std::string> process_environment(const std::string& name) {
   const char* value = std::getenv(name.c_str());
   if (value == nullptr) return std::nullopt;
   return std::string(value);
+}
+
+// Flags are world-readable in /proc/PID/cmdline (ps). Overwrite the
+// password of a --database.url flag once it has been parsed; the variable
+// DATABASE_URL, which the help recommends, never shows there.
+void hide_password_in_arguments(int argc, char** argv, const std::string& password) {
+  if (password.empty()) return;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument(argv[i]);
+    char* value = nullptr;
+    if (argument.starts_with("--database.url=")) {
+      value = argv[i];
+    } else if (argument == "--database.url" && i + 1 < argc) {
+      value = argv[i + 1];
+    }
+    if (value == nullptr) continue;
+    for (char* at = std::strstr(value, password.c_str()); at != nullptr;
+         at = std::strstr(at + password.size(), password.c_str())) {
+      std::memset(at, '*', password.size());
+    }
+  }
 }
 
 int usage_error(const std::string& message) {
@@ -168,6 +191,7 @@ int main(int argc, char** argv) {
   } catch (const UsageError& error) {
     return usage_error(error.what());
   }
+  hide_password_in_arguments(argc, argv, database_password(options.pool.database_url));
   switch (options.action) {
     case ExporterOptions::Action::kPrintHelp:
     case ExporterOptions::Action::kPrintVersion:

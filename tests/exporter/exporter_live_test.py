@@ -212,6 +212,21 @@ class IdleExporterTest(unittest.TestCase):
             self.assertEqual(exporter.stop(), 0)
 
 
+    def test_a_password_given_as_flag_is_hidden_from_ps(self):
+        url = harness.test_database_url()
+        password = harness.test_database_password()
+        exporter = harness.Exporter(EXPORTER, "postgresql://ignored@127.0.0.1:1/x",
+                                    args=[f"--database.url={url}"])
+        with exporter:
+            with open(f"/proc/{exporter.process.pid}/cmdline", "rb") as cmdline:
+                arguments = cmdline.read()
+            self.assertIn(b"--database.url=", arguments)
+            self.assertNotIn(password.encode(), arguments)
+            harness.poll(lambda: harness.request(exporter.url("/health")).status == 200,
+                         harness.START_TIMEOUT_S, what="the flag's database to be used")
+            self.assertEqual(exporter.stop(), 0)
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_turns_health_503_then_exits_0(self):
         # Workers hold connections for 2 s, so the graceful shutdown takes a
