@@ -1,8 +1,11 @@
 // Load driver: N worker threads borrow a connection, run SELECT 1, give it
 // back, for a fixed time, through poolscope or through a hand-written
 // mutex + condition_variable pool over the same libpqxx query path.
+// Two pool-less baselines show what the client side costs by itself: every
+// worker on its own libpqxx connection ("direct"), and every worker on its
+// own bare libpq connection ("direct-libpq", PQexec / PQexecPrepared).
 //
-//   DATABASE_URL=... bench_select1 --pool=poolscope|naive --workers=N
+//   DATABASE_URL=... bench_select1 --pool=poolscope|naive|direct|direct-libpq --workers=N
 //       [--max-size=10] [--seconds=5] [--warmup=1] [--query=simple|prepared]
 //       [--metrics=on|off] [--leak-detection=on|off]
 //
@@ -25,6 +28,8 @@
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include <libpq-fe.h>
 
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
@@ -55,7 +60,7 @@ struct Options {
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "bench_select1: " << problem << "\n"
-            << "usage: DATABASE_URL=... bench_select1 --pool=poolscope|naive --workers=N "
+            << "usage: DATABASE_URL=... bench_select1 --pool=poolscope|naive|direct|direct-libpq --workers=N "
                "[--max-size=10] [--seconds=5] [--warmup=1] [--query=simple|prepared] "
                "[--metrics=on|off] [--leak-detection=on|off]\n";
   std::exit(2);
@@ -99,7 +104,10 @@ Options parse(int argc, char** argv) {
       usage("bad value for " + std::string(flag));
     }
   }
-  if (options.pool != "poolscope" && options.pool != "naive") usage("--pool is poolscope or naive");
+  if (options.pool != "poolscope" && options.pool != "naive" && options.pool != "direct" &&
+      options.pool != "direct-libpq") {
+    usage("--pool is poolscope, naive, direct or direct-libpq");
+  }
   if (options.query != "simple" && options.query != "prepared") usage("--query is simple or prepared");
   if (options.workers == 0 || options.max_size == 0 || options.seconds <= 0) usage("sizes and times must be positive");
   const char* url = std::getenv("DATABASE_URL");
@@ -271,6 +279,54 @@ double run_naive(const Options& options, std::vector<WorkerResult>& results) {
   });
 }
 
+// No pool: each worker owns one libpqxx connection for the whole run.
+double run_direct(const Options& options, std::vector<WorkerResult>& results) {
+  std::vector<std::unique_ptr<pqxx::connection>> connections;
+  for (std::size_t i = 0; i < options.workers; ++i) {
+    connections.push_back(std::make_unique<pqxx::connection>(options.database_url));
+  }
+  std::atomic<std::size_t> next{0};
+  const bool prepared = options.query == "prepared";
+  return drive(options, results, [&](WorkerResult& result, bool record) {
+    thread_local pqxx::connection* mine = connections[next++].get();
+    try {
+      const bool ok = run_select1(*mine, prepared);
+      if (record) ++(ok ? result.queries : result.errors);
+    } catch (const std::exception&) {
+      if (record) ++result.errors;
+    }
+  });
+}
+
+// No pool and no libpqxx: each worker owns one libpq connection.
+double run_direct_libpq(const Options& options, std::vector<WorkerResult>& results) {
+  struct Closer {
+    void operator()(PGconn* connection) const { PQfinish(connection); }
+  };
+  std::vector<std::unique_ptr<PGconn, Closer>> connections;
+  const bool prepared = options.query == "prepared";
+  for (std::size_t i = 0; i < options.workers; ++i) {
+    connections.emplace_back(PQconnectdb(options.database_url.c_str()));
+    PGconn* connection = connections.back().get();
+    if (PQstatus(connection) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(connection));
+    if (prepared) {
+      PGresult* result = PQprepare(connection, kStatement, "SELECT 1", 0, nullptr);
+      const bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
+      PQclear(result);
+      if (!ok) throw std::runtime_error(PQerrorMessage(connection));
+    }
+  }
+  std::atomic<std::size_t> next{0};
+  return drive(options, results, [&](WorkerResult& result, bool record) {
+    thread_local PGconn* mine = connections[next++].get();
+    PGresult* answer = prepared ? PQexecPrepared(mine, kStatement, 0, nullptr, nullptr, nullptr, 0)
+                                : PQexec(mine, "SELECT 1");
+    const bool ok = PQresultStatus(answer) == PGRES_TUPLES_OK && PQntuples(answer) == 1;
+    PQclear(answer);
+    if (record) ++(ok ? result.queries : result.errors);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -279,7 +335,15 @@ int main(int argc, char** argv) {
   std::vector<WorkerResult> results;
   double seconds = 0;
   try {
-    seconds = options.pool == "poolscope" ? run_poolscope(options, results) : run_naive(options, results);
+    if (options.pool == "poolscope") {
+      seconds = run_poolscope(options, results);
+    } else if (options.pool == "naive") {
+      seconds = run_naive(options, results);
+    } else if (options.pool == "direct") {
+      seconds = run_direct(options, results);
+    } else {
+      seconds = run_direct_libpq(options, results);
+    }
   } catch (const std::exception& error) {
     std::cerr << "bench_select1: " << error.what() << "\n";
     return 1;
