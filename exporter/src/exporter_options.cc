@@ -1,6 +1,9 @@
 #include "exporter_options.h"
 
+#include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <initializer_list>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -118,6 +121,38 @@ std::string require_one_line(std::string text) {
   return text;
 }
 
+bool is_port_list(std::string_view ports) {
+  // One port per host ("5432,5433"); an empty entry means the default port.
+  while (true) {
+    const std::size_t comma = ports.find(',');
+    const std::string_view port = ports.substr(0, comma);
+    if (!port.empty()) {
+      int number = 0;
+      const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), number);
+      if (error != std::errc() || end != port.data() + port.size() || number < 1 || number > 65535) {
+        return false;
+      }
+    }
+    if (comma == std::string_view::npos) return true;
+    ports.remove_prefix(comma + 1);
+  }
+}
+
+bool is_integer(std::string_view text) {
+  long long number = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
+  return !text.empty() && error == std::errc() && end == text.data() + text.size();
+}
+
+bool is_one_of(std::string_view value, std::initializer_list<std::string_view> accepted) {
+  return std::find(accepted.begin(), accepted.end(), value) != accepted.end();
+}
+
+// libpq parses the whole string at start but checks some values only when it
+// connects; check those now, so that a URL no connection can ever be made
+// with stops the exporter (exit 2) instead of leaving a pool retrying forever.
+// Values are never shown: a URL missing its '@' turns the password into the
+// "port", for example.
 void check_database_url(const std::string& url, const std::string& source) {
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
@@ -129,7 +164,40 @@ void check_database_url(const std::string& url, const std::string& source) {
         "expected a URI such as postgresql://user:password@host:5432/dbname or key=value pairs",
         source));
   }
-  PQconninfoFree(options);
+  std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> owner(options, PQconninfoFree);
+  auto reject = [&](std::string_view keyword, std::string_view accepted) {
+    return UsageError(fmt::format("invalid {}: its {} is not {} (value not shown: the URL may "
+                                  "contain a password)",
+                                  source, keyword, accepted));
+  };
+  for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr) continue;
+    const std::string_view keyword = option->keyword;
+    const std::string_view value = option->val;
+    if (keyword == "port" && !is_port_list(value)) {
+      throw reject(keyword, "a port number from 1 to 65535 (one per host, comma-separated)");
+    }
+    if ((keyword == "connect_timeout" || keyword == "keepalives" ||
+         keyword == "keepalives_idle" || keyword == "keepalives_interval" ||
+         keyword == "keepalives_count" || keyword == "tcp_user_timeout") &&
+        !value.empty() && !is_integer(value)) {
+      throw reject(keyword, "a whole number");
+    }
+    if (keyword == "sslmode" && !value.empty() &&
+        !is_one_of(value, {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})) {
+      throw reject(keyword, "one of disable, allow, prefer, require, verify-ca, verify-full");
+    }
+    if (keyword == "target_session_attrs" && !value.empty() &&
+        !is_one_of(value, {"any", "read-write", "read-only", "primary", "standby",
+                           "prefer-standby"})) {
+      throw reject(keyword,
+                   "one of any, read-write, read-only, primary, standby, prefer-standby");
+    }
+    if ((keyword == "gssencmode" || keyword == "channel_binding") && !value.empty() &&
+        !is_one_of(value, {"disable", "prefer", "require"})) {
+      throw reject(keyword, "one of disable, prefer, require");
+    }
+  }
 }
 
 void check_metrics_prefix(const std::string& prefix) {

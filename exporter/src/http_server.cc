@@ -89,7 +89,32 @@ HttpResponse plain(int status, std::string body) {
   return response;
 }
 
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 }  // namespace
+
+bool decode_request_path(std::string_view raw, std::string& path) {
+  path.clear();
+  path.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '%') {
+      path += raw[i];
+      continue;
+    }
+    if (i + 2 >= raw.size()) return false;
+    const int high = hex_value(raw[i + 1]);
+    const int low = hex_value(raw[i + 2]);
+    if (high < 0 || low < 0 || (high == 0 && low == 0)) return false;
+    path += static_cast<char>(high * 16 + low);
+    i += 2;
+  }
+  return true;
+}
 
 HttpServer::HttpServer(Options options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {
@@ -108,6 +133,9 @@ HttpServer::HttpServer(Options options, Handler handler)
       "request_timeout_ms", request_timeout.c_str(),
       "keep_alive_timeout_ms", keep_alive_timeout.c_str(),
       "enable_auth_domain_check", "no",
+      // Paths are decoded here (decode_request_path), where an encoded NUL
+      // can be refused instead of silently cutting the path short.
+      "decode_url", "no",
       nullptr,
   };
   mg_callbacks callbacks{};
@@ -155,12 +183,17 @@ int HttpServer::serve(mg_connection* connection) {
   const mg_request_info* info = mg_get_request_info(connection);
   HttpRequest request;
   request.method = info->request_method != nullptr ? info->request_method : "";
-  // The decoded path as sent, not civetweb's cleaned-up form: "/x/../metrics"
-  // is not /metrics (it gets 404).
-  request.path = info->local_uri_raw != nullptr ? info->local_uri_raw
-                 : info->local_uri != nullptr   ? info->local_uri
-                                                : "";
   const bool head_only = request.method == "HEAD";
+  // The path as sent, decoded but not cleaned up: "/x/../metrics" is not
+  // /metrics (it gets 404).
+  const char* raw_path = info->local_uri_raw != nullptr ? info->local_uri_raw
+                         : info->local_uri != nullptr   ? info->local_uri
+                                                        : "";
+  if (!decode_request_path(raw_path, request.path)) {
+    write_response(connection, info, plain(400, "400 bad request: malformed path\n"), head_only,
+                   true);
+    return 400;
+  }
 
   // Bounded body: refuse a declared size over the limit without reading it,
   // and stop reading a chunked body as soon as it passes the limit.

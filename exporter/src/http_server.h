@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "http_request.h"
 #include "http_response.h"
@@ -25,7 +26,8 @@ using namespace std::chrono_literals;
 /// connection per worker thread, so `worker_threads` bounds the number of
 /// concurrent connections; further connections queue. Request bodies larger
 /// than `max_body_bytes` get 413 and the connection is closed; malformed
-/// requests get civetweb's 400/411/505 and never reach the handler. A HEAD
+/// requests get civetweb's 400/411/505 and never reach the handler, nor do
+/// paths with a bad or NUL percent-escape (400). A HEAD
 /// request gets the GET response's headers without its body.
 ///
 /// Thread-safe: the handler runs on the worker threads concurrently; port()
@@ -70,5 +72,10 @@ class HttpServer {
   std::atomic<mg_context*> context_{nullptr};
   int port_ = 0;  // immutable after construction
 };
+
+/// Percent-decodes a request path ("/he%61lth" -> "/health"). Returns false
+/// for a malformed escape or an encoded NUL ("/health%00.json" must not be
+/// served as /health); the server answers those with 400. Pure function.
+bool decode_request_path(std::string_view raw, std::string& path);
 
 }  // namespace poolscope::exporter

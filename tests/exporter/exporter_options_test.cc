@@ -13,6 +13,7 @@ namespace poolscope::exporter {
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -164,6 +165,35 @@ TEST(ExporterOptions, UnparseableDatabaseUrlIsNotEchoed) {
   const std::string flag_error = Fixture{}.error({"--database.url=postgresql://u:pw-topsecret@h/db?bogus=1"});
   EXPECT_THAT(flag_error, HasSubstr("--database.url"));
   EXPECT_THAT(flag_error, Not(HasSubstr("pw-topsecret")));
+}
+
+TEST(ExporterOptions, DatabaseUrlsNoConnectionCanUseAreRejectedWithoutEchoingThem) {
+  const std::string base = "postgresql://poolscope:pw-topsecret@127.0.0.1";
+  for (const std::string suffix :
+       {":notaport/db", ":99999999/db", ":-1/db", ":5432/db?sslmode=bogus",
+        ":5432/db?connect_timeout=soon", ":5432/db?target_session_attrs=bogus",
+        ":5432/db?gssencmode=always"}) {
+    Fixture fixture;
+    fixture.environment["DATABASE_URL"] = base + suffix;
+    const std::string error = fixture.error({});
+    EXPECT_THAT(error, HasSubstr("DATABASE_URL")) << suffix;
+    EXPECT_THAT(error, Not(HasSubstr("pw-topsecret"))) << suffix;
+  }
+  // A URL missing its '@' makes the password the "port": still not shown.
+  Fixture fixture;
+  fixture.environment["DATABASE_URL"] = "postgresql://poolscope:pw-topsecret/db";
+  EXPECT_THAT(fixture.error({}), AllOf(HasSubstr("port"), Not(HasSubstr("pw-topsecret"))));
+}
+
+TEST(ExporterOptions, DatabaseUrlsLibpqAcceptsStayAccepted) {
+  for (const std::string url :
+       {"postgresql://u:p@h1:5432,h2:5433/db?target_session_attrs=read-write",
+        "postgresql://u@h/db?sslmode=verify-full&connect_timeout=5", "host=/tmp dbname=x",
+        "postgresql:///db", "postgresql://u@h1,h2:5433/db"}) {
+    Fixture fixture;
+    fixture.environment["DATABASE_URL"] = url;
+    EXPECT_EQ(fixture.error({}), "") << url;
+  }
 }
 
 TEST(ExporterOptions, ListenAddressForms) {

@@ -200,6 +200,28 @@ TEST_F(HttpServerTest, MalformedRequestsGet4xxAndTheServerKeepsServing) {
   EXPECT_THAT(get("/still-here"), StartsWith("HTTP/1.1 200 OK"));
 }
 
+TEST_F(HttpServerTest, DecodesPercentEscapesAndRefusesEncodedNul) {
+  EXPECT_THAT(get("/he%61lth"), HasSubstr("GET /health 0"));
+  for (const char* path : {"/health%00.json", "/%00", "/metrics%zz", "/metrics%4"}) {
+    EXPECT_THAT(get(path), StartsWith("HTTP/1.1 400 ")) << path;
+  }
+  EXPECT_EQ(handled_.load(), 1);
+}
+
+TEST(DecodeRequestPath, DecodesEscapesAndRejectsNulAndMalformedOnes) {
+  std::string path;
+  ASSERT_TRUE(decode_request_path("/a%2Fb%20c", path));
+  EXPECT_EQ(path, "/a/b c");
+  ASSERT_TRUE(decode_request_path("/%2e%2e/metrics", path));
+  EXPECT_EQ(path, "/../metrics");
+  ASSERT_TRUE(decode_request_path("/plain+path", path));
+  EXPECT_EQ(path, "/plain+path");
+  EXPECT_FALSE(decode_request_path("/health%00", path));
+  EXPECT_FALSE(decode_request_path("/x%0", path));
+  EXPECT_FALSE(decode_request_path("/x%g1", path));
+  EXPECT_FALSE(decode_request_path("%", path));
+}
+
 TEST_F(HttpServerTest, AnotherServerOnTheSamePortFailsWithTheReason) {
   HttpServer::Options options;
   options.address = ListenAddress::parse("127.0.0.1:" + std::to_string(server_->port()));
