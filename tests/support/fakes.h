@@ -47,7 +47,11 @@ class FakeClock final : public Clock {
 struct FakeServer {
   std::atomic<bool> down{false};             ///< connect() and validate() fail
   std::atomic<bool> fail_validation{false};  ///< validate() fails
-  std::atomic<bool> terminated{false};       ///< every open connection was killed server-side
+  std::atomic<int> generation{0};            ///< connections opened so far
+  std::atomic<int> killed_below{0};          ///< connections older than this were killed
+
+  /// Like pg_terminate_backend on every backend that exists now.
+  void terminate_all() { killed_below = generation.load(); }
   std::atomic<int> connects{0};
   std::atomic<int> validations{0};
   std::atomic<int> closed{0};
@@ -55,12 +59,13 @@ struct FakeServer {
 
 class FakeConnection final : public Connection {
  public:
-  explicit FakeConnection(std::shared_ptr<FakeServer> server) : server_(std::move(server)) {}
+  explicit FakeConnection(std::shared_ptr<FakeServer> server)
+      : server_(std::move(server)), generation_(server_->generation++) {}
   ~FakeConnection() override { ++server_->closed; }
 
   bool is_open() const noexcept override { return open_.load(); }
   bool in_transaction() const noexcept override { return in_transaction_.load(); }
-  bool probe() noexcept override { return open_ && !server_->terminated; }
+  bool probe() noexcept override { return open_ && generation_ >= server_->killed_below; }
   void validate() override {
     ++server_->validations;
     if (server_->down || server_->fail_validation || !open_) {
@@ -74,6 +79,7 @@ class FakeConnection final : public Connection {
 
  private:
   std::shared_ptr<FakeServer> server_;
+  const int generation_;
   std::atomic<bool> open_{true};
   std::atomic<bool> in_transaction_{false};
 };
@@ -84,7 +90,6 @@ class FakeFactory final : public ConnectionFactory {
   std::unique_ptr<Connection> connect() override {
     if (server_->down) throw Error("Database connection refused: fake server is down");
     ++server_->connects;
-    server_->terminated = false;  // a new backend: killing happened before
     return std::make_unique<FakeConnection>(server_);
   }
   std::string describe() const override { return "fake"; }

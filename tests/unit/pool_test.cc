@@ -231,9 +231,14 @@ TEST_F(PoolTest, ConnectionKilledWhileIdleIsNeverHandedOut) {
     auto b = pool->acquire();
     old_ids = {a.id(), b.id()};
   }
-  server_->terminated = true;  // like pg_terminate_backend on both backends
-  auto handle = pool->acquire();
-  EXPECT_EQ(std::count(old_ids.begin(), old_ids.end(), handle.id()), 0);
+  server_->terminate_all();  // like pg_terminate_backend on both backends
+  // Hold as many connections as the pool may have: each old one must have
+  // been met and refused on the way, none handed out.
+  std::vector<PooledConnection> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(pool->acquire());
+    EXPECT_EQ(std::count(old_ids.begin(), old_ids.end(), held.back().id()), 0);
+  }
   const auto s = pool->get_statistics();
   EXPECT_EQ(s.closed(CloseReason::kBroken), 2u);
   EXPECT_EQ(s.error_count(ErrorType::kConnectionBroken), 2u);
