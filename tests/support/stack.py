@@ -179,6 +179,14 @@ def log_tail(path: str, lines: int = 20) -> str:
         return ""
 
 
+def log_errors(path: str, lines: int = 20) -> str:
+    """The error lines of a Prometheus-style log (level=error/fatal), or its
+    tail when it has none: why a server did not start."""
+    text = log_tail(path, 1000)
+    errors = [line for line in text.splitlines() if re.search(r"\blevel=(error|fatal)\b", line)]
+    return "\n".join(errors[-lines:]) + "\n" if errors else log_tail(path, lines)
+
+
 # Loopback traffic never goes through a proxy, whatever the environment says.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -512,7 +520,7 @@ class _Server:
                 if b"address already in use" not in log.read():
                     break
         raise StackError(f"{self.name} exited with status {self.process.returncode}; "
-                         f"its log ({self.log_path}) ends:\n{log_tail(self.log_path)}")
+                         f"from its log ({self.log_path}):\n{log_errors(self.log_path)}")
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -745,8 +753,8 @@ class Stack:
                               f"its log ({exporter.log_path}) ends:\n{log_tail(exporter.log_path)}")
         for server in (self.alertmanager, self.prometheus):
             if server and not server.running():
-                failed.append(f"{server.name} exited; its log ({server.log_path}) ends:\n"
-                              f"{log_tail(server.log_path)}")
+                failed.append(f"{server.name} exited; from its log ({server.log_path}):\n"
+                              f"{log_errors(server.log_path)}")
         return failed
 
     # -- waiting
@@ -980,20 +988,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     up.add_argument("--scrape-interval", default="5s", metavar="DURATION",
                     help="Prometheus scrape interval (default: %(default)s)")
     up.add_argument("--speedup", type=float, default=1, metavar="N",
-                    help="divide the alerts' for: durations, the rule groups' intervals and "
-                         "Alertmanager's group_wait/group_interval by N, in test copies (default: 1)")
+                    help="alerts sooner, for demos: divide the alerts' for: durations and Alertmanager's "
+                         "group_wait/group_interval by N and evaluate rules every scrape interval, in "
+                         "test copies (default: 1, the files as they are)")
     up.add_argument("--workdir", metavar="DIR", help="put the stack's files here (default: a new temporary "
                     "directory, removed on exit)")
     up.add_argument("--keep-workdir", action="store_true", help="do not remove the work directory on exit")
     up.add_argument("--json", action="store_true", help="print the URLs as one JSON object instead")
     args = parser.parse_args(argv)
 
+    for path, flag in ((args.rules, "--rules"), (args.alertmanager_config, "--alertmanager-config")):
+        if not os.path.isfile(path):
+            up.error(f"{flag} {path}: no such file")
+    if not os.access(args.exporter_binary, os.X_OK) or os.path.isdir(args.exporter_binary):
+        up.error(f"--exporter-binary {args.exporter_binary}: not an executable "
+                     "(build it: cmake --build build --target poolscope-exporter)")
     if args.exporters < 0 or args.workload_workers < 0 or args.speedup < 1:
-        parser.error("--exporters and --workload-workers must not be negative, --speedup at least 1")
+        up.error("--exporters and --workload-workers must not be negative, --speedup at least 1")
     try:
         parse_duration(args.scrape_interval)
     except ValueError as error:
-        parser.error(f"--scrape-interval: {error}")
+        up.error(f"--scrape-interval: {error}")
     return _command_up(args)
 
 
