@@ -197,7 +197,7 @@ TEST_F(KilledBackends, KillsDuringLoadAreReplacedAndBooksBalance) {
   }
   const std::uint64_t served = load.served();
   ASSERT_TRUE(eventually([&] { return load.served() >= served + 100; }));
-  ASSERT_TRUE(load.stop(60s)) << "workers hang: " << describe(load.totals());
+  stop_or_exit(load, cluster_, 60s);
   const LoadTotals totals = load.totals();
   const PoolStatistics stats = pool.get_statistics();
   std::uint64_t closed = 0;

@@ -9,7 +9,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -234,6 +236,19 @@ inline std::string describe(const LoadTotals& totals) {
     text += "\n    e.g. " + kind + ": " + line;
   }
   return text;
+}
+
+/// Stops `load`; when its workers do not finish in time (a deadlock or a
+/// hang), reports, removes `cluster` and ends the process at once: unwinding
+/// would block on the stuck threads and leave the cluster behind.
+template <typename Cluster>
+void stop_or_exit(LoadGenerator& load, Cluster& cluster, std::chrono::milliseconds limit) {
+  if (load.stop(limit)) return;
+  std::cerr << "FATAL: load workers still busy after " << limit.count()
+            << " ms: deadlock or hang in the pool\n"
+            << describe(load.totals()) << std::endl;
+  cluster.destroy();
+  std::_Exit(1);
 }
 
 }  // namespace poolscope::chaos

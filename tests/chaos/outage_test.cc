@@ -107,7 +107,7 @@ TEST(DatabaseOutage, PoolSurvivesRepeatedImmediateShutdownsUnderLoad) {
 
   const std::uint64_t served_before_end = load.served();
   ASSERT_TRUE(eventually([&] { return load.served() >= served_before_end + 200; }));
-  ASSERT_TRUE(load.stop(60s)) << "workers hang: " << describe(load.totals());
+  stop_or_exit(load, cluster, 60s);
   const LoadTotals totals = load.totals();
   std::cout << "[outage] " << kCycles << " cycles, " << kWorkers << " workers, pool of 10: "
             << describe(totals) << std::endl;

@@ -57,7 +57,7 @@ TEST(TooFewServerSlots, PoolReportsFailuresAndServesWithWhatItHas) {
     std::this_thread::sleep_for(20ms);
   }
   const std::uint64_t served_while_short = load.served() - served_before;
-  ASSERT_TRUE(load.stop(60s)) << describe(load.totals());
+  stop_or_exit(load, cluster, 60s);
   const LoadTotals totals = load.totals();
   const PoolStatistics stats = pool.get_statistics();
   const std::string last_error = stats.last_error.value_or("");

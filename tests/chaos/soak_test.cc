@@ -173,7 +173,7 @@ TEST(Soak, RealDatabaseCyclesWithFaultsLeakNothing) {
   });
   ASSERT_TRUE(eventually([&] { return load.totals().requests() >= kCycles; }, 120s))
       << describe(load.totals());
-  ASSERT_TRUE(load.stop(60s)) << describe(load.totals());
+  stop_or_exit(load, cluster, 60s);
   const LoadTotals totals = load.totals();
   // Once the pool has settled (back at min_size, nothing being opened), the
   // server has exactly the pool's connections: none leaked on either side.
