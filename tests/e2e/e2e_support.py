@@ -9,6 +9,7 @@ installed.
 """
 
 import argparse
+import atexit
 import contextlib
 import glob
 import json
@@ -58,8 +59,9 @@ def main() -> None:
         print(f"SKIP not installed: {', '.join(missing)} (scripts/setup installs them)")
         sys.exit(SKIPPED)
 
-    # A CTest timeout or a Ctrl-C still runs the tests' cleanups (clusters,
-    # processes, directories): turn SIGTERM into an exception like SIGINT.
+    # SIGTERM (kill, a CI runner giving up) unwinds like Ctrl-C: the stacks'
+    # context managers stop their processes, the atexit fallbacks remove the
+    # clusters and directories.
     def terminate(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, terminate)
@@ -70,21 +72,28 @@ def source_path(*parts: str) -> str:
     return os.path.join(OPTIONS.source_dir, *parts)
 
 
-def make_workdir(test: unittest.TestCase, prefix: str) -> str:
+def _register_cleanup(test, function, *args) -> None:
+    """Runs function(*args) at the test's (or class's) cleanup and, should
+    SIGTERM or Ctrl-C end the run before that, at interpreter exit (unittest
+    skips cleanups on KeyboardInterrupt). Cleanups here are idempotent."""
+    register = test.addClassCleanup if isinstance(test, type) else test.addCleanup
+    register(function, *args)
+    atexit.register(function, *args)
+
+
+def make_workdir(test, prefix: str) -> str:
     """A temporary directory the postgres user can traverse (the clusters
     live below it), removed when the test (or class) is cleaned up."""
     workdir = tempfile.mkdtemp(prefix=prefix)
     os.chmod(workdir, 0o755)
-    cleanup = test.addClassCleanup if isinstance(test, type) else test.addCleanup
-    cleanup(shutil.rmtree, workdir, True)
+    _register_cleanup(test, shutil.rmtree, workdir, True)
     return workdir
 
 
 def make_cluster(test, workdir: str, name: str) -> stack.PgCluster:
     """A started throwaway cluster, destroyed at cleanup even if creation failed."""
     cluster = stack.PgCluster(OPTIONS.pgctl, os.path.join(workdir, name))
-    cleanup = test.addClassCleanup if isinstance(test, type) else test.addCleanup
-    cleanup(cluster.destroy)
+    _register_cleanup(test, cluster.destroy)
     return cluster.create()
 
 

@@ -5,7 +5,8 @@ Three exporters, each with its own pool name and its own PostgreSQL cluster,
 scraped by one Prometheus with the shipped rules (shorter for: durations):
 
   - every dashboard query, with instance set to one target, returns series of
-    that target only; with "All" (".+") it returns series of all three;
+    that target only; with "All" (".+") it returns series of all three; the
+    recording rules keep one series per instance and pool;
   - stopping the database behind one instance fires ConnectionPoolNoConnections
     for that instance alone, with the target's job, instance and pool labels,
     while the other two stay silent; PagerDuty's page names only that pool;
@@ -66,6 +67,14 @@ class ScaleOutTest(unittest.TestCase):
                 for query in e2e.panel_queries(RATE_INTERVAL, instance=e2e.regex_escape(target)):
                     result = prometheus.query(query["expr"])
                     self.assertEqual({s["metric"].get("pool") for s in result}, {pool}, e2e.describe_query(query))
+
+            # The recording rules keep one series per scraped pool.
+            for record in (r["record"] for r in e2e.load_rules(e2e.source_path("rules", "codebase-mcp-pool.yml"))
+                           if "record" in r):
+                result = harness.poll(lambda: (lambda r: r if e2e.instances_of(r) == set(targets) else None)(
+                    prometheus.query(record)), TIMEOUT_S, interval_s=0.5, what=f"{record} for every instance")
+                self.assertEqual(sorted((s["metric"]["instance"], s["metric"]["pool"]) for s in result),
+                                 sorted(zip(targets, POOLS)), record)
 
             # One database goes away: only its instance alerts.
             victim = 1
