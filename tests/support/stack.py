@@ -809,6 +809,7 @@ class Stack:
                 "log": self.receiver.log_path,
             },
             "workdir": self.workdir,
+            "workdir_removed_on_stop": self._own_workdir and not self.keep_workdir,
         }
 
 
@@ -872,11 +873,13 @@ def _print_description(description: dict, stream) -> None:
     out.append("")
     out.append("  poolscope monitoring stack is running. Open:")
     for index, e in enumerate(description["exporters"]):
-        load = f", {e['workload_workers']} synthetic-load workers" if e["workload_workers"] else ""
+        workers = e["workload_workers"]
+        load = f", {workers} synthetic-load worker{'s' if workers != 1 else ''}" if workers else ""
         out.append(f"    exporter {index + 1} (pool {e['pool']}{load})")
         out.append(f"      {e['landing_page']:<40} landing page")
         out.append(f"      {e['metrics']:<40} metrics")
         out.append(f"      {e['health']:<40} health")
+        out.append(f"      {e['mcp']:<40} MCP (POST JSON-RPC)")
         out.append(f"      log: {e['log']}")
     p, a, r = description["prometheus"], description["alertmanager"], description["receiver"]
     out.append(f"    Prometheus     {p['ui']:<30} (targets: {p['targets']}, alerts: {p['alerts']})")
@@ -884,7 +887,10 @@ def _print_description(description: dict, stream) -> None:
     out.append(f"    Alertmanager   {a['ui']:<30} (test copy of the routing: {a['config']})")
     out.append(f"    PagerDuty/Slack stand-in  {r['url']}  (notifications received, as JSON)")
     out.append(f"                   log: {r['log']}")
-    out.append(f"  Ctrl-C stops everything and removes {description['workdir']}.")
+    if description["workdir_removed_on_stop"]:
+        out.append(f"  Ctrl-C stops everything and removes {description['workdir']}.")
+    else:
+        out.append(f"  Ctrl-C stops everything; the files stay in {description['workdir']}.")
     out.append("")
     print("\n".join(out), file=stream, flush=True)
 
