@@ -110,9 +110,7 @@ BasicAuthenticator::BasicAuthenticator(std::map<std::string, std::string> users,
   dummy_hash_ = make_bcrypt_hash("poolscope-unknown-user", cost);
 }
 
-BasicAuthenticator::~BasicAuthenticator() {
-  OPENSSL_cleanse(hmac_key_.data(), hmac_key_.size());
-}
+BasicAuthenticator::~BasicAuthenticator() { OPENSSL_cleanse(hmac_key_.data(), hmac_key_.size()); }
 
 bool BasicAuthenticator::authorize(std::string_view authorization) {
   if (!enabled()) return true;
@@ -180,8 +178,8 @@ bool BasicAuthenticator::bcrypt_matches(std::string_view password, const std::st
     return false;
   }
   const std::string_view result(computed);
-  const bool equal = result.size() == hash.size() &&
-                     CRYPTO_memcmp(result.data(), hash.data(), hash.size()) == 0;
+  const bool equal =
+      result.size() == hash.size() && CRYPTO_memcmp(result.data(), hash.data(), hash.size()) == 0;
   OPENSSL_cleanse(input.data(), input.size());
   return equal;
 }

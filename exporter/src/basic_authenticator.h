@@ -62,10 +62,10 @@ class BasicAuthenticator {
   std::string hmac_key_;    // immutable after construction
   std::string dummy_hash_;  // immutable after construction; same cost as the users' hashes
 
-  std::mutex bcrypt_mutex_;  // serialises crypt_r (CPU-bound by design)
+  std::mutex bcrypt_mutex_;                 // serialises crypt_r (CPU-bound by design)
   std::unique_ptr<crypt_data> crypt_data_;  // guarded by bcrypt_mutex_; ~32 KiB, reused
   mutable std::mutex cache_mutex_;
-  std::set<std::string> cache_;      // guarded by cache_mutex_
+  std::set<std::string> cache_;          // guarded by cache_mutex_
   std::deque<std::string> evict_order_;  // guarded by cache_mutex_; oldest first
 };
 

@@ -1,10 +1,10 @@
 #include "endpoints.h"
 
+#include <prometheus/text_serializer.h>
+
 #include <cctype>
 #include <exception>
 #include <optional>
-
-#include <prometheus/text_serializer.h>
 
 #include "exporter_log.h"
 #include "gzip.h"
@@ -84,11 +84,10 @@ Endpoints::Endpoints(Options options, Sources sources,
       sources_(std::move(sources)),
       authenticator_(std::move(authenticator)),
       rate_limiter_(std::move(rate_limiter)),
-      mcp_server_(
-          McpServer::Resources{
-              [this] { return health_document(sources_.statistics(), sources_.now()); },
-              [this] { return statistics_document(sources_.statistics()); }},
-          "poolscope-exporter", options_.version) {}
+      mcp_server_(McpServer::Resources{
+                      [this] { return health_document(sources_.statistics(), sources_.now()); },
+                      [this] { return statistics_document(sources_.statistics()); }},
+                  "poolscope-exporter", options_.version) {}
 
 HttpResponse Endpoints::handle(const HttpRequest& request) const {
   HttpResponse response;

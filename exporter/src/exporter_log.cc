@@ -1,12 +1,12 @@
 #include "exporter_log.h"
 
-#include <atomic>
-#include <chrono>
-#include <memory>
-
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
 
 #include "health_document.h"
 
@@ -33,11 +33,16 @@ spdlog::logger& logger() {
 
 spdlog::level::level_enum to_spdlog(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return spdlog::level::debug;
-    case LogLevel::kInfo: return spdlog::level::info;
-    case LogLevel::kWarning: return spdlog::level::warn;
-    case LogLevel::kError: return spdlog::level::err;
-    case LogLevel::kCritical: return spdlog::level::critical;
+    case LogLevel::kDebug:
+      return spdlog::level::debug;
+    case LogLevel::kInfo:
+      return spdlog::level::info;
+    case LogLevel::kWarning:
+      return spdlog::level::warn;
+    case LogLevel::kError:
+      return spdlog::level::err;
+    case LogLevel::kCritical:
+      return spdlog::level::critical;
   }
   return spdlog::level::info;
 }
@@ -69,10 +74,11 @@ void log_event(LogLevel level, std::string_view message, const nlohmann::json& c
       line = fmt::format("{} {} exporter: {}", timestamp, to_string(level), message);
       if (context.is_object()) {
         for (const auto& [key, value] : context.items()) {
-          line += fmt::format(" {}={}",
-                              key, value.is_string() ? value.get<std::string>()
-                                                     : value.dump(-1, ' ', false,
-                                                                  nlohmann::json::error_handler_t::replace));
+          line += fmt::format(
+              " {}={}", key,
+              value.is_string()
+                  ? value.get<std::string>()
+                  : value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         }
       }
     }

@@ -1,19 +1,19 @@
 #include "exporter_options.h"
 
-#include <algorithm>
-#include <cctype>
-#include <charconv>
-#include <initializer_list>
-#include <cmath>
-#include <cstdlib>
-#include <map>
-#include <memory>
-#include <vector>
-
-#include <CLI/CLI.hpp>
 #include <civetweb.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <vector>
 
 #include "exporter_error.h"
 #include "poolscope/error.h"
@@ -70,12 +70,18 @@ const MirroredFlag kMirroredFlags[] = {
 
 const char* type_name(Kind kind) {
   switch (kind) {
-    case Kind::kText: return "TEXT";
-    case Kind::kSize: return "N";
-    case Kind::kDuration: return "DURATION";
-    case Kind::kBool: return "BOOL";
-    case Kind::kFraction: return "FRACTION";
-    case Kind::kLogLevel: return "LEVEL";
+    case Kind::kText:
+      return "TEXT";
+    case Kind::kSize:
+      return "N";
+    case Kind::kDuration:
+      return "DURATION";
+    case Kind::kBool:
+      return "BOOL";
+    case Kind::kFraction:
+      return "FRACTION";
+    case Kind::kLogLevel:
+      return "LEVEL";
   }
   return "TEXT";
 }
@@ -84,11 +90,20 @@ const char* type_name(Kind kind) {
 // flag is reported as the flag rather than as the variable it feeds.
 void check_flag_value(Kind kind, const std::string& value, const std::string& flag) {
   switch (kind) {
-    case Kind::kText: return;
-    case Kind::kSize: parse_size(value, flag); return;
-    case Kind::kDuration: parse_duration(value, flag); return;
-    case Kind::kBool: parse_bool(value, flag); return;
-    case Kind::kLogLevel: parse_log_level(value, flag); return;
+    case Kind::kText:
+      return;
+    case Kind::kSize:
+      parse_size(value, flag);
+      return;
+    case Kind::kDuration:
+      parse_duration(value, flag);
+      return;
+    case Kind::kBool:
+      parse_bool(value, flag);
+      return;
+    case Kind::kLogLevel:
+      parse_log_level(value, flag);
+      return;
     case Kind::kFraction: {
       char* end = nullptr;
       const double parsed = std::strtod(value.c_str(), &end);
@@ -129,7 +144,8 @@ bool is_port_list(std::string_view ports) {
     if (!port.empty()) {
       int number = 0;
       const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), number);
-      if (error != std::errc() || end != port.data() + port.size() || number < 1 || number > 65535) {
+      if (error != std::errc() || end != port.data() + port.size() || number < 1 ||
+          number > 65535) {
         return false;
       }
     }
@@ -166,9 +182,10 @@ void check_database_url(const std::string& url, const std::string& source) {
   }
   std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> owner(options, PQconninfoFree);
   auto reject = [&](std::string_view keyword, std::string_view accepted) {
-    return UsageError(fmt::format("invalid {}: its {} is not {} (value not shown: the URL may "
-                                  "contain a password)",
-                                  source, keyword, accepted));
+    return UsageError(
+        fmt::format("invalid {}: its {} is not {} (value not shown: the URL may "
+                    "contain a password)",
+                    source, keyword, accepted));
   };
   for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
     if (option->val == nullptr) continue;
@@ -177,9 +194,9 @@ void check_database_url(const std::string& url, const std::string& source) {
     if (keyword == "port" && !is_port_list(value)) {
       throw reject(keyword, "a port number from 1 to 65535 (one per host, comma-separated)");
     }
-    if ((keyword == "connect_timeout" || keyword == "keepalives" ||
-         keyword == "keepalives_idle" || keyword == "keepalives_interval" ||
-         keyword == "keepalives_count" || keyword == "tcp_user_timeout") &&
+    if ((keyword == "connect_timeout" || keyword == "keepalives" || keyword == "keepalives_idle" ||
+         keyword == "keepalives_interval" || keyword == "keepalives_count" ||
+         keyword == "tcp_user_timeout") &&
         !value.empty() && !is_integer(value)) {
       throw reject(keyword, "a whole number");
     }
@@ -188,10 +205,9 @@ void check_database_url(const std::string& url, const std::string& source) {
       throw reject(keyword, "one of disable, allow, prefer, require, verify-ca, verify-full");
     }
     if (keyword == "target_session_attrs" && !value.empty() &&
-        !is_one_of(value, {"any", "read-write", "read-only", "primary", "standby",
-                           "prefer-standby"})) {
-      throw reject(keyword,
-                   "one of any, read-write, read-only, primary, standby, prefer-standby");
+        !is_one_of(value,
+                   {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"})) {
+      throw reject(keyword, "one of any, read-write, read-only, primary, standby, prefer-standby");
     }
     if ((keyword == "gssencmode" || keyword == "channel_binding") && !value.empty() &&
         !is_one_of(value, {"disable", "prefer", "require"})) {
@@ -205,10 +221,10 @@ void check_metrics_prefix(const std::string& prefix) {
     const unsigned char c = static_cast<unsigned char>(prefix[i]);
     const bool ok = std::isalpha(c) || c == '_' || c == ':' || (i > 0 && std::isdigit(c));
     if (!ok || c > 127) {
-      throw UsageError(fmt::format(
-          "invalid --metrics.prefix='{}': expected a Prometheus metric name prefix "
-          "([a-zA-Z_:][a-zA-Z0-9_:]*), e.g. codebase_mcp_pool_",
-          prefix));
+      throw UsageError(
+          fmt::format("invalid --metrics.prefix='{}': expected a Prometheus metric name prefix "
+                      "([a-zA-Z_:][a-zA-Z0-9_:]*), e.g. codebase_mcp_pool_",
+                      prefix));
     }
   }
 }
@@ -244,7 +260,8 @@ std::vector<std::chrono::milliseconds> parse_backoff(const std::string& text,
       delay = 0ms;  // reported below with the whole list
     }
     if (delay <= 0ms) {
-      throw ConfigError(flag, text, "expected positive durations separated by commas, e.g. 1s,2s,4s");
+      throw ConfigError(flag, text,
+                        "expected positive durations separated by commas, e.g. 1s,2s,4s");
     }
     delays.push_back(delay);
     if (comma == std::string::npos) break;
@@ -280,7 +297,8 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     mirrored_options.push_back(
         app.add_option(flag.flag, mirrored_values[i],
                        fmt::format("{} (env {})", flag.help, flag.variable))
-            ->type_name(flag.kind == Kind::kText && flag.variable == std::string_view("DATABASE_URL")
+            ->type_name(flag.kind == Kind::kText &&
+                                flag.variable == std::string_view("DATABASE_URL")
                             ? "URL"
                             : type_name(flag.kind))
             ->group(std::string_view(flag.flag).starts_with("--log") ? "Logging" : "Pool"));
@@ -314,23 +332,23 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                  "(default: :9839, clear of Prometheus 9090, Alertmanager 9093 and the common "
                  "exporters)")
       ->type_name("ADDRESS")
-          ->group("Web");
+      ->group("Web");
   std::string telemetry_path = "/metrics";
   app.add_option("--web.telemetry-path", telemetry_path,
                  "path of the Prometheus metrics (default: /metrics)")
       ->type_name("PATH")
-          ->group("Web");
+      ->group("Web");
   std::string web_config_file;
   app.add_option("--web.config.file", web_config_file,
                  "exporter-toolkit web configuration (basic_auth_users, http_server_config, "
                  "rate_limit); TLS: see docs/tls-proxy.md")
       ->type_name("FILE")
-          ->group("Web");
+      ->group("Web");
   std::string metrics_prefix = "codebase_mcp_pool_";
   app.add_option("--metrics.prefix", metrics_prefix,
                  "prefix of every metric name (default: codebase_mcp_pool_)")
       ->type_name("PREFIX")
-          ->group("Web");
+      ->group("Web");
 
   bool print_rules = false, print_alertmanager = false, print_dashboard = false;
   app.add_flag("--print-rules", print_rules,
@@ -355,7 +373,7 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                                      "how long each borrowed connection runs pg_sleep "
                                      "(default: 10ms)")
                           ->type_name("DURATION")
-          ->group("Synthetic load");
+                          ->group("Synthetic load");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
 
@@ -376,8 +394,9 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   }
   const int prints = int{print_rules} + int{print_alertmanager} + int{print_dashboard};
   if (prints > 1) {
-    throw UsageError("--print-rules, --print-alertmanager-config and --print-dashboard "
-                     "exclude each other; give one");
+    throw UsageError(
+        "--print-rules, --print-alertmanager-config and --print-dashboard "
+        "exclude each other; give one");
   }
   if (prints == 1) {
     options.action = ExporterOptions::Action::kPrintAsset;

@@ -25,10 +25,10 @@ inline constexpr std::string_view kDefaultListenAddress = ":9839";
 /// (a flag wins over its variable). A plain value.
 struct ExporterOptions {
   enum class Action {
-    kServe,       ///< run the exporter
-    kPrintHelp,   ///< print `text` (--help) and exit 0
+    kServe,         ///< run the exporter
+    kPrintHelp,     ///< print `text` (--help) and exit 0
     kPrintVersion,  ///< print `text` (--version) and exit 0
-    kPrintAsset,  ///< print the embedded artefact `asset_path` and exit
+    kPrintAsset,    ///< print the embedded artefact `asset_path` and exit
   };
   Action action = Action::kServe;
   std::string text;        ///< help or version text

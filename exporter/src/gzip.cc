@@ -1,17 +1,19 @@
 #include "gzip.h"
 
+#include <zlib.h>
+
 #include <cctype>
 #include <cstdlib>
 #include <stdexcept>
-
-#include <zlib.h>
 
 namespace poolscope::exporter {
 namespace {
 
 std::string_view trim(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.remove_suffix(1);
   return text;
 }
 
@@ -32,8 +34,8 @@ double q_value(std::string_view parameters) {
   while (!parameters.empty()) {
     const std::size_t semicolon = parameters.find(';');
     const std::string_view parameter = trim(parameters.substr(0, semicolon));
-    parameters = semicolon == std::string_view::npos ? std::string_view{}
-                                                     : parameters.substr(semicolon + 1);
+    parameters =
+        semicolon == std::string_view::npos ? std::string_view{} : parameters.substr(semicolon + 1);
     if (parameter.size() >= 2 && (parameter[0] == 'q' || parameter[0] == 'Q') &&
         parameter[1] == '=') {
       const std::string value(trim(parameter.substr(2)));
@@ -56,8 +58,8 @@ bool accepts_gzip(std::string_view accept_encoding) noexcept {
   while (!accept_encoding.empty()) {
     const std::size_t comma = accept_encoding.find(',');
     const std::string_view element = accept_encoding.substr(0, comma);
-    accept_encoding = comma == std::string_view::npos ? std::string_view{}
-                                                      : accept_encoding.substr(comma + 1);
+    accept_encoding =
+        comma == std::string_view::npos ? std::string_view{} : accept_encoding.substr(comma + 1);
     const std::size_t semicolon = element.find(';');
     const std::string_view coding = trim(element.substr(0, semicolon));
     const std::string_view parameters =

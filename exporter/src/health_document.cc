@@ -1,9 +1,9 @@
 #include "health_document.h"
 
+#include <fmt/format.h>
+
 #include <ctime>
 #include <optional>
-
-#include <fmt/format.h>
 
 namespace poolscope::exporter {
 namespace {
@@ -19,8 +19,7 @@ json optional_time(const std::optional<std::chrono::system_clock::time_point>& t
 std::string iso8601_utc(std::chrono::system_clock::time_point time) {
   // floor (not duration_cast) so times before 1970 still get 0-999 ms.
   const auto seconds = std::chrono::floor<std::chrono::seconds>(time);
-  const auto millis =
-      std::chrono::duration_cast<std::chrono::milliseconds>(time - seconds).count();
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(time - seconds).count();
   const std::time_t calendar = std::chrono::system_clock::to_time_t(seconds);
   std::tm utc{};
   gmtime_r(&calendar, &utc);
@@ -31,13 +30,18 @@ std::string iso8601_utc(std::chrono::system_clock::time_point time) {
 
 std::string_view database_status(const PoolStatistics& stats) noexcept {
   switch (stats.state) {
-    case PoolState::kInitializing: return "connecting";
-    case PoolState::kRecovering: return "reconnecting";
-    case PoolState::kShuttingDown: return "disconnecting";
-    case PoolState::kTerminated: return "disconnected";
+    case PoolState::kInitializing:
+      return "connecting";
+    case PoolState::kRecovering:
+      return "reconnecting";
+    case PoolState::kShuttingDown:
+      return "disconnecting";
+    case PoolState::kTerminated:
+      return "disconnected";
     case PoolState::kHealthy:
     case PoolState::kDegraded:
-    case PoolState::kUnhealthy: break;
+    case PoolState::kUnhealthy:
+      break;
   }
   return stats.total_connections > 0 ? "connected" : "disconnected";
 }
@@ -56,9 +60,8 @@ json health_document(const PoolStatistics& stats, std::chrono::system_clock::tim
                 {"active", stats.active_connections},
                 {"waiting", stats.waiting_requests},
             }},
-           {"latency_ms", stats.last_validation_latency_ms
-                              ? json(*stats.last_validation_latency_ms)
-                              : json(nullptr)},
+           {"latency_ms", stats.last_validation_latency_ms ? json(*stats.last_validation_latency_ms)
+                                                           : json(nullptr)},
            {"last_error", stats.last_error ? json(*stats.last_error) : json(nullptr)},
        }},
       {"uptime_seconds", stats.uptime_seconds},
@@ -104,9 +107,8 @@ json statistics_document(const PoolStatistics& stats) {
       {"errors", std::move(errors)},
       {"pool_created_at", iso8601_utc(stats.pool_created_at)},
       {"last_health_check", optional_time(stats.last_health_check)},
-      {"last_validation_latency_ms", stats.last_validation_latency_ms
-                                         ? json(*stats.last_validation_latency_ms)
-                                         : json(nullptr)},
+      {"last_validation_latency_ms",
+       stats.last_validation_latency_ms ? json(*stats.last_validation_latency_ms) : json(nullptr)},
       {"last_error", stats.last_error ? json(*stats.last_error) : json(nullptr)},
       {"last_error_time", optional_time(stats.last_error_time)},
       {"uptime_seconds", stats.uptime_seconds},

@@ -1,14 +1,14 @@
 #include "http_server.h"
 
+#include <civetweb.h>
+#include <fmt/format.h>
+
 #include <cctype>
 #include <exception>
 #include <mutex>
 #include <stdexcept>
 #include <string_view>
 #include <vector>
-
-#include <civetweb.h>
-#include <fmt/format.h>
 
 #include "exporter_log.h"
 
@@ -125,6 +125,7 @@ HttpServer::HttpServer(Options options, Handler handler)
   const std::string threads = std::to_string(options_.worker_threads);
   const std::string request_timeout = std::to_string(options_.request_timeout.count());
   const std::string keep_alive_timeout = std::to_string(options_.keep_alive_timeout.count());
+  // clang-format off
   const char* configuration[] = {
       "listening_ports", ports.c_str(),
       "num_threads", threads.c_str(),
@@ -138,6 +139,7 @@ HttpServer::HttpServer(Options options, Handler handler)
       "decode_url", "no",
       nullptr,
   };
+  // clang-format on
   mg_callbacks callbacks{};
   callbacks.begin_request = &HttpServer::on_begin_request;
   callbacks.log_message = &HttpServer::on_log_message;

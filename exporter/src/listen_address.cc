@@ -1,10 +1,9 @@
 #include "listen_address.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 
 #include <charconv>
-
-#include <fmt/format.h>
 
 #include "exporter_error.h"
 
@@ -12,10 +11,10 @@ namespace poolscope::exporter {
 
 ListenAddress ListenAddress::parse(std::string_view text) {
   auto reject = [&](std::string_view why) -> UsageError {
-    return UsageError(fmt::format(
-        "invalid --web.listen-address='{}': {}; expected [IPv4 address]:port such as "
-        ":9839 or 127.0.0.1:9839",
-        text, why));
+    return UsageError(
+        fmt::format("invalid --web.listen-address='{}': {}; expected [IPv4 address]:port such as "
+                    ":9839 or 127.0.0.1:9839",
+                    text, why));
   };
   const std::size_t colon = text.rfind(':');
   if (colon == std::string_view::npos) throw reject("missing ':port'");

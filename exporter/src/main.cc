@@ -1,6 +1,8 @@
 // poolscope-exporter: one pool, its metrics, /health, MCP and a landing page
 // on one port. See `poolscope-exporter --help`.
 
+#include <fmt/format.h>
+#include <prometheus/registry.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -12,9 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
-#include <prometheus/registry.h>
+#include <thread>
 
 #include "basic_authenticator.h"
 #include "embedded_assets.h"
@@ -105,8 +105,8 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
   }
   std::unique_ptr<RateLimiter> rate_limiter;
   if (web_config.rate_limit_interval.count() > 0) {
-    rate_limiter = std::make_unique<RateLimiter>(web_config.rate_limit_interval,
-                                                 web_config.rate_limit_burst);
+    rate_limiter =
+        std::make_unique<RateLimiter>(web_config.rate_limit_interval, web_config.rate_limit_burst);
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
@@ -142,8 +142,9 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
   try {
     HttpServer::Options server_options;
     server_options.address = options.listen_address;
-    server = std::make_unique<HttpServer>(
-        server_options, [&endpoints](const HttpRequest& request) { return endpoints.handle(request); });
+    server = std::make_unique<HttpServer>(server_options, [&endpoints](const HttpRequest& request) {
+      return endpoints.handle(request);
+    });
   } catch (const std::exception& error) {
     log_event(LogLevel::kCritical, "Cannot start the HTTP server", {{"error", error.what()}});
     metrics.remove(pool);
@@ -152,24 +153,31 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
   }
   const std::string host =
       options.listen_address.host.empty() ? "0.0.0.0" : options.listen_address.host;
-  log_event(LogLevel::kInfo, fmt::format("Listening on {}:{}", host, server->port()),
-            {{"address", fmt::format("{}:{}", host, server->port())},
-             {"metrics", fmt::format("http://{}:{}{}", host, server->port(),
-                                     options.telemetry_path)},
-             {"health", fmt::format("http://{}:{}/health", host, server->port())}});
+  log_event(
+      LogLevel::kInfo, fmt::format("Listening on {}:{}", host, server->port()),
+      {{"address", fmt::format("{}:{}", host, server->port())},
+       {"metrics", fmt::format("http://{}:{}{}", host, server->port(), options.telemetry_path)},
+       {"health", fmt::format("http://{}:{}/health", host, server->port())}});
 
   std::unique_ptr<Workload> workload;
   if (options.workload_workers > 0) {
     workload = std::make_unique<Workload>(pool, options.workload_workers, options.workload_hold);
     log_event(LogLevel::kInfo, "Synthetic load started",
-              {{"workers", options.workload_workers},
-               {"hold_ms", options.workload_hold.count()}});
+              {{"workers", options.workload_workers}, {"hold_ms", options.workload_hold.count()}});
   }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   log_event(LogLevel::kInfo, "Shutting down",
             {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
+  // A second SIGTERM/SIGINT (an impatient Ctrl-C) ends the process at once
+  // instead of waiting out the pool's shutdown timeout.
+  std::thread([stop_signals] {
+    int again = 0;
+    sigwait(&stop_signals, &again);
+    log_event(LogLevel::kWarning, "Second signal: exiting without finishing the graceful shutdown");
+    std::_Exit(EXIT_FAILURE);
+  }).detach();
   // Readiness first, so load balancers stop sending traffic while the pool
   // drains; the server keeps answering (503) until the pool is closed.
   endpoints.begin_shutdown();
@@ -186,8 +194,8 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
 int main(int argc, char** argv) {
   ExporterOptions options;
   try {
-    options = parse_exporter_options(std::span<const char* const>(argv, static_cast<std::size_t>(argc)),
-                                     process_environment);
+    options = parse_exporter_options(
+        std::span<const char* const>(argv, static_cast<std::size_t>(argc)), process_environment);
   } catch (const UsageError& error) {
     return usage_error(error.what());
   }

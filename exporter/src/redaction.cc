@@ -1,8 +1,8 @@
 #include "redaction.h"
 
-#include <cstring>
-
 #include <libpq-fe.h>
+
+#include <cstring>
 
 namespace poolscope::exporter {
 

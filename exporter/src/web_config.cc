@@ -1,5 +1,8 @@
 #include "web_config.h"
 
+#include <fmt/format.h>
+#include <yaml.h>
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -10,9 +13,6 @@
 #include <set>
 #include <sstream>
 
-#include <fmt/format.h>
-#include <yaml.h>
-
 #include "exporter_error.h"
 #include "poolscope/error.h"
 #include "poolscope/pool_config.h"
@@ -22,16 +22,24 @@ namespace {
 
 constexpr std::array<std::string_view, 4> kTopLevelKeys = {
     "tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"};
-constexpr std::array<std::string_view, 13> kTlsKeys = {
-    "cert",           "key",         "client_ca",        "cert_file",
-    "key_file",       "client_auth_type", "client_ca_file", "cipher_suites",
-    "curve_preferences", "min_version", "max_version", "prefer_server_cipher_suites",
-    "client_allowed_sans"};
+constexpr std::array<std::string_view, 13> kTlsKeys = {"cert",
+                                                       "key",
+                                                       "client_ca",
+                                                       "cert_file",
+                                                       "key_file",
+                                                       "client_auth_type",
+                                                       "client_ca_file",
+                                                       "cipher_suites",
+                                                       "curve_preferences",
+                                                       "min_version",
+                                                       "max_version",
+                                                       "prefer_server_cipher_suites",
+                                                       "client_allowed_sans"};
 constexpr std::array<std::string_view, 2> kHttpKeys = {"http2", "headers"};
 constexpr std::array<std::string_view, 2> kRateLimitKeys = {"interval", "burst"};
 constexpr std::array<std::string_view, 6> kClientAuthTypes = {
-    "NoClientCert",         "RequestClientCert",         "RequireAnyClientCert",
-    "RequireClientCert",    "VerifyClientCertIfGiven",   "RequireAndVerifyClientCert"};
+    "NoClientCert",      "RequestClientCert",       "RequireAnyClientCert",
+    "RequireClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"};
 constexpr std::array<std::string_view, 4> kTlsVersions = {"TLS10", "TLS11", "TLS12", "TLS13"};
 constexpr std::array<std::string_view, 4> kCurves = {"CurveP256", "CurveP384", "CurveP521",
                                                      "X25519"};
@@ -89,10 +97,14 @@ class Reader {
 
   static std::string_view kind(const yaml_node_t* node) {
     switch (node->type) {
-      case YAML_SCALAR_NODE: return "a scalar";
-      case YAML_SEQUENCE_NODE: return "a list";
-      case YAML_MAPPING_NODE: return "a mapping";
-      default: return "nothing";
+      case YAML_SCALAR_NODE:
+        return "a scalar";
+      case YAML_SEQUENCE_NODE:
+        return "a list";
+      case YAML_MAPPING_NODE:
+        return "a mapping";
+      default:
+        return "nothing";
     }
   }
 
@@ -201,8 +213,9 @@ void read_tls(const Reader& reader, const yaml_node_t* section, WebConfig& confi
         } else if (key == "curve_preferences") {
           for (const std::string& curve : reader.string_list(value, key)) {
             if (!contains(kCurves, curve)) {
-              reader.fail(value, fmt::format("unknown curve '{}' in curve_preferences (accepted: {})",
-                                             curve, join(kCurves)));
+              reader.fail(value,
+                          fmt::format("unknown curve '{}' in curve_preferences (accepted: {})",
+                                      curve, join(kCurves)));
             }
           }
         } else if (key == "client_allowed_sans") {
@@ -242,13 +255,15 @@ void read_tls(const Reader& reader, const yaml_node_t* section, WebConfig& confi
   }
   const bool no_client_cert = auth.empty() || auth == "NoClientCert";
   if ((!get("client_ca_file").empty() || !get("client_ca").empty()) && no_client_cert) {
-    reader.fail(section, "tls_server_config: client CA's have been configured without a "
-                         "client_auth_type");
+    reader.fail(section,
+                "tls_server_config: client CA's have been configured without a "
+                "client_auth_type");
   }
   if (sans_given && auth != "RequireAnyClientCert" && auth != "RequireClientCert" &&
       auth != "RequireAndVerifyClientCert") {
-    reader.fail(section, "tls_server_config: client_allowed_sans requires client_auth_type "
-                         "RequireAnyClientCert or RequireAndVerifyClientCert");
+    reader.fail(section,
+                "tls_server_config: client_allowed_sans requires client_auth_type "
+                "RequireAnyClientCert or RequireAndVerifyClientCert");
   }
 }
 
@@ -304,24 +319,24 @@ void read_users(const Reader& reader, const yaml_node_t* section, WebConfig& con
 
 void read_rate_limit(const Reader& reader, const yaml_node_t* section, WebConfig& config) {
   const auto allowed = to_vector(kRateLimitKeys);
-  reader.for_each_entry(
-      section, "rate_limit", &allowed, join(kRateLimitKeys),
-      [&](const std::string& key, const yaml_node_t*, const yaml_node_t* value) {
-        if (key == "burst") {
-          config.rate_limit_burst = reader.int_value(value, key);
-          if (config.rate_limit_burst < 0) {
-            reader.fail(value, "rate_limit.burst must not be negative");
-          }
-          return;
-        }
-        const std::string text = reader.string_value(value, key);
-        if (text.empty()) return;
-        try {
-          config.rate_limit_interval = parse_duration(text, "rate_limit.interval");
-        } catch (const Error& error) {
-          reader.fail(value, error.what());
-        }
-      });
+  reader.for_each_entry(section, "rate_limit", &allowed, join(kRateLimitKeys),
+                        [&](const std::string& key, const yaml_node_t*, const yaml_node_t* value) {
+                          if (key == "burst") {
+                            config.rate_limit_burst = reader.int_value(value, key);
+                            if (config.rate_limit_burst < 0) {
+                              reader.fail(value, "rate_limit.burst must not be negative");
+                            }
+                            return;
+                          }
+                          const std::string text = reader.string_value(value, key);
+                          if (text.empty()) return;
+                          try {
+                            config.rate_limit_interval =
+                                parse_duration(text, "rate_limit.interval");
+                          } catch (const Error& error) {
+                            reader.fail(value, error.what());
+                          }
+                        });
 }
 
 struct ParserDeleter {
@@ -384,19 +399,18 @@ WebConfig WebConfig::parse(std::string_view yaml, const std::string& source) {
   const yaml_node_t* root = yaml_document_get_root_node(document.get());
   if (Reader::is_null(root)) return config;  // an empty file configures nothing
   const auto allowed = to_vector(kTopLevelKeys);
-  reader.for_each_entry(
-      root, "the file", &allowed, join(kTopLevelKeys),
-      [&](const std::string& key, const yaml_node_t*, const yaml_node_t* value) {
-        if (key == "tls_server_config") {
-          read_tls(reader, value, config);
-        } else if (key == "http_server_config") {
-          read_http(reader, value, config);
-        } else if (key == "basic_auth_users") {
-          read_users(reader, value, config);
-        } else {
-          read_rate_limit(reader, value, config);
-        }
-      });
+  reader.for_each_entry(root, "the file", &allowed, join(kTopLevelKeys),
+                        [&](const std::string& key, const yaml_node_t*, const yaml_node_t* value) {
+                          if (key == "tls_server_config") {
+                            read_tls(reader, value, config);
+                          } else if (key == "http_server_config") {
+                            read_http(reader, value, config);
+                          } else if (key == "basic_auth_users") {
+                            read_users(reader, value, config);
+                          } else {
+                            read_rate_limit(reader, value, config);
+                          }
+                        });
   return config;
 }
 

@@ -1,8 +1,8 @@
 #include "workload.h"
 
-#include <exception>
-
 #include <fmt/format.h>
+
+#include <exception>
 #include <pqxx/pqxx>
 
 #include "exporter_log.h"

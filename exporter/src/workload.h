@@ -43,8 +43,8 @@ class Workload {
   Pool& pool_;
   const std::chrono::milliseconds hold_;
   std::atomic<bool> stopping_{false};
-  std::mutex mutex_;                 // for wake_ only
-  std::condition_variable wake_;     // notified by stop()
+  std::mutex mutex_;                  // for wake_ only
+  std::condition_variable wake_;      // notified by stop()
   std::vector<std::thread> workers_;  // touched only by the owner thread
 };
 

@@ -1,13 +1,12 @@
 #include "basic_authenticator.h"
 
 #include <crypt.h>
+#include <gtest/gtest.h>
 
 #include <array>
 #include <memory>
 #include <stdexcept>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace poolscope::exporter {
 namespace {
@@ -90,8 +89,9 @@ TEST_F(BasicAuthenticatorTest, CachesSuccessfulChecksOnly) {
 }
 
 TEST(BasicAuthenticator, CacheIsBounded) {
-  BasicAuthenticator authenticator({{"alice", bcrypt("a")}, {"bob", bcrypt("b")}, {"carol", bcrypt("c")}},
-                                   /*cache_capacity=*/2);
+  BasicAuthenticator authenticator(
+      {{"alice", bcrypt("a")}, {"bob", bcrypt("b")}, {"carol", bcrypt("c")}},
+      /*cache_capacity=*/2);
   EXPECT_TRUE(authenticator.check("alice", "a"));
   EXPECT_TRUE(authenticator.check("bob", "b"));
   EXPECT_TRUE(authenticator.check("carol", "c"));
@@ -118,11 +118,12 @@ TEST(BasicCredentials, ParsesUserAndPassword) {
   ASSERT_TRUE(parse_basic_credentials(basic("alice", "p:w"), user, password));
   EXPECT_EQ(user, "alice");
   EXPECT_EQ(password, "p:w");
-  ASSERT_TRUE(parse_basic_credentials("  Basic   " + basic("a", "b").substr(6) + " ", user, password));
+  ASSERT_TRUE(
+      parse_basic_credentials("  Basic   " + basic("a", "b").substr(6) + " ", user, password));
   EXPECT_EQ(user, "a");
-  EXPECT_FALSE(parse_basic_credentials("Basic YQ=", user, password));     // bad length
-  EXPECT_FALSE(parse_basic_credentials("Basic YQ=a", user, password));    // data after padding
-  EXPECT_FALSE(parse_basic_credentials("Basicx YTpi", user, password));   // other scheme
+  EXPECT_FALSE(parse_basic_credentials("Basic YQ=", user, password));    // bad length
+  EXPECT_FALSE(parse_basic_credentials("Basic YQ=a", user, password));   // data after padding
+  EXPECT_FALSE(parse_basic_credentials("Basicx YTpi", user, password));  // other scheme
 }
 
 }  // namespace

@@ -1,26 +1,25 @@
 #include "endpoints.h"
 
 #include <crypt.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <prometheus/counter.h>
+#include <prometheus/registry.h>
 #include <zlib.h>
 
 #include <array>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-#include <prometheus/counter.h>
-#include <prometheus/registry.h>
 
 namespace poolscope::exporter {
 namespace {
 
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Pair;
-using ::testing::Contains;
 
 std::string header_value(const HttpResponse& response, const std::string& name) {
   for (const auto& [key, value] : response.headers) {
@@ -68,7 +67,8 @@ class EndpointsTest : public ::testing::Test {
     family.Add({{"pool", "default"}}).Increment(3);
   }
 
-  Endpoints make(Endpoints::Options options = {}, std::unique_ptr<BasicAuthenticator> auth = nullptr,
+  Endpoints make(Endpoints::Options options = {},
+                 std::unique_ptr<BasicAuthenticator> auth = nullptr,
                  std::unique_ptr<RateLimiter> limiter = nullptr) {
     if (options.version.empty()) options.version = "1.2.3";
     Endpoints::Sources sources;
@@ -207,7 +207,8 @@ TEST_F(EndpointsTest, McpReadsTheHealthResource) {
   HttpRequest request = get("/mcp");
   request.method = "POST";
   request.accept = "application/json, text/event-stream";
-  request.body = R"({"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"health://connection-pool"}})";
+  request.body =
+      R"({"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"health://connection-pool"}})";
   const HttpResponse response = make().handle(request);
   ASSERT_EQ(response.status, 200);
   const auto message = nlohmann::json::parse(response.body);
@@ -253,8 +254,8 @@ std::string bcrypt(const std::string& password) {
 
 TEST_F(EndpointsTest, EveryEndpointNeedsCredentialsWhenUsersAreConfigured) {
   Endpoints endpoints =
-      make({}, std::make_unique<BasicAuthenticator>(std::map<std::string, std::string>{
-                   {"prometheus", bcrypt("scrape")}}));
+      make({}, std::make_unique<BasicAuthenticator>(
+                   std::map<std::string, std::string>{{"prometheus", bcrypt("scrape")}}));
   for (const char* path : {"/metrics", "/health", "/", "/mcp", "/nope"}) {
     const HttpResponse response = endpoints.handle(get(path));
     EXPECT_EQ(response.status, 401) << path;

@@ -248,11 +248,25 @@ class ShutdownTest(unittest.TestCase):
                     return True  # already gone: checked below through the log
                 return statuses[-1] == 503
             harness.poll(seen_503, harness.STOP_TIMEOUT_S, what="/health 503 after SIGTERM")
-            self.assertEqual(exporter.stop(), 0)
+            self.assertEqual(exporter.wait_exit(), 0)
             self.assertIn(503, statuses, "never saw /health answer 503 during shutdown")
             log = exporter.output().decode(errors="replace")
             self.assertIn("Shutting down", log)
             self.assertIn("Exporter stopped", log)
+
+    def test_a_second_signal_ends_the_process_at_once(self):
+        # Queries of 30 s would hold the graceful shutdown; the second SIGTERM
+        # must not wait for them.
+        exporter = harness.Exporter(EXPORTER, harness.test_database_url(),
+                                    args=["--workload.workers=2", "--workload.hold=30s"])
+        with exporter:
+            harness.poll(lambda: json.loads(harness.request(exporter.url("/health")).body)
+                         ["database"]["pool"]["active"] > 0, 30, what="active connections")
+            exporter.process.send_signal(signal.SIGTERM)
+            harness.poll(lambda: b"Shutting down" in exporter.output(), harness.STOP_TIMEOUT_S,
+                         what="the graceful shutdown to start")
+            self.assertEqual(exporter.stop(signal.SIGTERM), 1)
+            self.assertIn(b"Second signal", exporter.output())
 
     def test_sigint_exits_0(self):
         exporter = harness.Exporter(EXPORTER, harness.test_database_url())

@@ -1,11 +1,11 @@
 #include "exporter_options.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <map>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "exporter_error.h"
 
@@ -24,11 +24,12 @@ struct Fixture {
 
   ExporterOptions parse(std::vector<const char*> flags) const {
     flags.insert(flags.begin(), "poolscope-exporter");
-    return parse_exporter_options(flags, [this](const std::string& name) -> std::optional<std::string> {
-      const auto found = environment.find(name);
-      if (found == environment.end()) return std::nullopt;
-      return found->second;
-    });
+    return parse_exporter_options(flags,
+                                  [this](const std::string& name) -> std::optional<std::string> {
+                                    const auto found = environment.find(name);
+                                    if (found == environment.end()) return std::nullopt;
+                                    return found->second;
+                                  });
   }
 
   // The UsageError message, or "" when parsing succeeds.
@@ -82,13 +83,13 @@ TEST(ExporterOptions, FlagsWinOverVariables) {
   Fixture fixture;
   fixture.environment["POOL_MAX_SIZE"] = "4";
   fixture.environment["LOG_FORMAT"] = "text";
-  const ExporterOptions options = fixture.parse(
-      {"--pool.max-size=7", "--pool.acquire-timeout", "2m", "--log.format=json",
-       "--database.url=postgresql://other@db/x", "--pool.enable-leak-detection=off",
-       "--pool.reconnect-backoff=100ms,1s", "--pool.health-window=30s",
-       "--pool.degraded-wait-threshold=250ms", "--web.listen-address=127.0.0.1:0",
-       "--web.telemetry-path=/prom", "--metrics.prefix=svc_", "--workload.workers=3",
-       "--workload.hold=5ms"});
+  const ExporterOptions options =
+      fixture.parse({"--pool.max-size=7", "--pool.acquire-timeout", "2m", "--log.format=json",
+                     "--database.url=postgresql://other@db/x", "--pool.enable-leak-detection=off",
+                     "--pool.reconnect-backoff=100ms,1s", "--pool.health-window=30s",
+                     "--pool.degraded-wait-threshold=250ms", "--web.listen-address=127.0.0.1:0",
+                     "--web.telemetry-path=/prom", "--metrics.prefix=svc_", "--workload.workers=3",
+                     "--workload.hold=5ms"});
   EXPECT_EQ(options.pool.max_size, 7u);
   EXPECT_EQ(options.pool.acquire_timeout, 2min);
   EXPECT_EQ(options.log_format, LogFormat::kJson);
@@ -128,15 +129,30 @@ TEST(ExporterOptions, CrossFieldErrorsNameTheFlagThatWasGiven) {
 }
 
 TEST(ExporterOptions, EveryMirroredFlagRejectsGarbage) {
-  for (const char* flag :
-       {"--pool.min-size", "--pool.max-size", "--pool.acquire-timeout", "--pool.init-timeout",
-        "--pool.max-connection-lifetime", "--pool.max-idle-time", "--pool.command-timeout",
-        "--pool.enable-leak-detection", "--pool.leak-detection-timeout",
-        "--pool.shutdown-timeout", "--pool.validation-idle-threshold",
-        "--pool.health-check-interval", "--pool.healthy-headroom", "--pool.degraded-headroom",
-        "--log.level", "--log.format", "--pool.degraded-wait-threshold", "--pool.health-window",
-        "--pool.reconnect-backoff", "--workload.workers", "--workload.hold",
-        "--web.listen-address", "--web.telemetry-path", "--metrics.prefix"}) {
+  for (const char* flag : {"--pool.min-size",
+                           "--pool.max-size",
+                           "--pool.acquire-timeout",
+                           "--pool.init-timeout",
+                           "--pool.max-connection-lifetime",
+                           "--pool.max-idle-time",
+                           "--pool.command-timeout",
+                           "--pool.enable-leak-detection",
+                           "--pool.leak-detection-timeout",
+                           "--pool.shutdown-timeout",
+                           "--pool.validation-idle-threshold",
+                           "--pool.health-check-interval",
+                           "--pool.healthy-headroom",
+                           "--pool.degraded-headroom",
+                           "--log.level",
+                           "--log.format",
+                           "--pool.degraded-wait-threshold",
+                           "--pool.health-window",
+                           "--pool.reconnect-backoff",
+                           "--workload.workers",
+                           "--workload.hold",
+                           "--web.listen-address",
+                           "--web.telemetry-path",
+                           "--metrics.prefix"}) {
     const std::string argument = std::string(flag) + "=%garbage%";
     const std::string error = Fixture{}.error({argument.c_str()});
     EXPECT_THAT(error, HasSubstr(flag)) << flag;
@@ -162,7 +178,8 @@ TEST(ExporterOptions, UnparseableDatabaseUrlIsNotEchoed) {
   const std::string error = fixture.error({});
   EXPECT_THAT(error, HasSubstr("DATABASE_URL"));
   EXPECT_THAT(error, Not(HasSubstr("pw-topsecret")));
-  const std::string flag_error = Fixture{}.error({"--database.url=postgresql://u:pw-topsecret@h/db?bogus=1"});
+  const std::string flag_error =
+      Fixture{}.error({"--database.url=postgresql://u:pw-topsecret@h/db?bogus=1"});
   EXPECT_THAT(flag_error, HasSubstr("--database.url"));
   EXPECT_THAT(flag_error, Not(HasSubstr("pw-topsecret")));
 }

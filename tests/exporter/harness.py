@@ -88,7 +88,8 @@ class Exporter:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def stop(self, sig=signal.SIGTERM):
-        """Sends `sig` and returns the exit code."""
+        """Sends `sig` (unless the process has ended) and returns the exit code. A
+        second stop signal makes the exporter skip its graceful shutdown."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
@@ -98,6 +99,14 @@ class Exporter:
             self.process.wait()
             raise AssertionError(f"exporter did not stop after {sig.name}:\n"
                                  f"{self.output().decode(errors='replace')}")
+        return self.returncode
+
+    def wait_exit(self):
+        """Waits (bounded) for the process to end by itself; returns the exit code."""
+        try:
+            self.returncode = self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"exporter did not exit:\n{self.output().decode(errors='replace')}")
         return self.returncode
 
     def __enter__(self):

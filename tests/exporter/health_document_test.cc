@@ -1,9 +1,9 @@
 #include "health_document.h"
 
+#include <gtest/gtest.h>
+
 #include <set>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace poolscope::exporter {
 namespace {
@@ -36,7 +36,8 @@ PoolStatistics serving_pool() {
 
 TEST(HealthDocument, HasExactlyTheGuidesFields) {
   const json document = health_document(serving_pool(), at(1760365800000ms));
-  EXPECT_EQ(keys(document), (std::set<std::string>{"status", "timestamp", "database", "uptime_seconds"}));
+  EXPECT_EQ(keys(document),
+            (std::set<std::string>{"status", "timestamp", "database", "uptime_seconds"}));
   EXPECT_EQ(keys(document["database"]),
             (std::set<std::string>{"status", "pool", "latency_ms", "last_error"}));
   EXPECT_EQ(keys(document["database"]["pool"]),
@@ -111,15 +112,39 @@ TEST(StatisticsDocument, HasEveryStatisticsField) {
   stats.connections_closed[static_cast<std::size_t>(CloseReason::kIdle)] = 3;
   stats.errors[static_cast<std::size_t>(ErrorType::kAcquireTimeout)] = 4;
   const json document = statistics_document(stats);
-  for (const char* field :
-       {"pool_name", "state", "health", "total_connections", "idle_connections",
-        "active_connections", "waiting_requests", "pending_connections", "leaked_connections",
-        "min_size", "max_size", "avg_acquisition_time_ms", "peak_active_connections",
-        "peak_wait_time_ms", "recent_peak_active_connections", "recent_peak_wait_time_ms",
-        "recent_errors", "total_acquisitions", "total_releases", "acquire_timeouts",
-        "connections_created", "connection_failures", "reconnect_attempts", "leaks_detected",
-        "leaks_returned", "connections_closed", "errors", "pool_created_at", "last_health_check",
-        "last_validation_latency_ms", "last_error", "last_error_time", "uptime_seconds"}) {
+  for (const char* field : {"pool_name",
+                            "state",
+                            "health",
+                            "total_connections",
+                            "idle_connections",
+                            "active_connections",
+                            "waiting_requests",
+                            "pending_connections",
+                            "leaked_connections",
+                            "min_size",
+                            "max_size",
+                            "avg_acquisition_time_ms",
+                            "peak_active_connections",
+                            "peak_wait_time_ms",
+                            "recent_peak_active_connections",
+                            "recent_peak_wait_time_ms",
+                            "recent_errors",
+                            "total_acquisitions",
+                            "total_releases",
+                            "acquire_timeouts",
+                            "connections_created",
+                            "connection_failures",
+                            "reconnect_attempts",
+                            "leaks_detected",
+                            "leaks_returned",
+                            "connections_closed",
+                            "errors",
+                            "pool_created_at",
+                            "last_health_check",
+                            "last_validation_latency_ms",
+                            "last_error",
+                            "last_error_time",
+                            "uptime_seconds"}) {
     EXPECT_TRUE(document.contains(field)) << field;
   }
   EXPECT_EQ(document["state"], "healthy");

@@ -1,6 +1,8 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -10,9 +12,6 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 namespace poolscope::exporter {
 namespace {
@@ -104,7 +103,8 @@ class HttpServerTest : public ::testing::Test {
       ++handled_;
       HttpResponse response;
       response.content_type = "text/plain";
-      response.body = request.method + " " + request.path + " " + std::to_string(request.body.size());
+      response.body =
+          request.method + " " + request.path + " " + std::to_string(request.body.size());
       response.headers.emplace_back("X-Test", "yes");
       return response;
     });

@@ -1,9 +1,9 @@
 // Tests of the exporter's small pure helpers: gzip negotiation, the rate
 // limiter, password redaction and HTML escaping.
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "gzip.h"
 #include "landing_page.h"

@@ -1,14 +1,13 @@
 #include "web_config.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "exporter_error.h"
 
@@ -42,7 +41,8 @@ TEST(WebConfig, EmptyFileConfiguresNothing) {
 
 TEST(WebConfig, ReadsBasicAuthUsers) {
   const WebConfig config = WebConfig::parse(
-      std::string("basic_auth_users:\n  alice: ") + kHash + "\n  bob: '" + kHash + "'\n", "web.yml");
+      std::string("basic_auth_users:\n  alice: ") + kHash + "\n  bob: '" + kHash + "'\n",
+      "web.yml");
   ASSERT_EQ(config.basic_auth_users.size(), 2u);
   EXPECT_EQ(config.basic_auth_users.at("alice"), kHash);
   EXPECT_EQ(config.basic_auth_users.at("bob"), kHash);
@@ -65,7 +65,8 @@ TEST(WebConfig, RejectsUnknownNestedKeys) {
 TEST(WebConfig, RejectsDuplicateKeys) {
   EXPECT_THAT(error_of(std::string("basic_auth_users:\n  a: ") + kHash + "\n  a: " + kHash + "\n"),
               HasSubstr("duplicate key 'a'"));
-  EXPECT_THAT(error_of("rate_limit: {}\nrate_limit: {}\n"), HasSubstr("duplicate key 'rate_limit'"));
+  EXPECT_THAT(error_of("rate_limit: {}\nrate_limit: {}\n"),
+              HasSubstr("duplicate key 'rate_limit'"));
 }
 
 TEST(WebConfig, RejectsHashesThatAreNotBcryptWithoutEchoingThem) {
@@ -91,12 +92,12 @@ TEST(WebConfig, AcceptsTheThreeBcryptPrefixesOnly) {
 
 TEST(WebConfig, BcryptHashShapeIsChecked) {
   const std::string good = kHash;
-  EXPECT_FALSE(is_bcrypt_hash(good.substr(0, 59)));            // too short
-  EXPECT_FALSE(is_bcrypt_hash(good + "x"));                    // too long
-  EXPECT_FALSE(is_bcrypt_hash("$2y$03$" + good.substr(7)));    // cost below 4
-  EXPECT_FALSE(is_bcrypt_hash("$2y$32$" + good.substr(7)));    // cost above 31
-  EXPECT_FALSE(is_bcrypt_hash("$2y$1a$" + good.substr(7)));    // cost not a number
-  EXPECT_FALSE(is_bcrypt_hash(good.substr(0, 59) + "!"));      // outside bcrypt's alphabet
+  EXPECT_FALSE(is_bcrypt_hash(good.substr(0, 59)));          // too short
+  EXPECT_FALSE(is_bcrypt_hash(good + "x"));                  // too long
+  EXPECT_FALSE(is_bcrypt_hash("$2y$03$" + good.substr(7)));  // cost below 4
+  EXPECT_FALSE(is_bcrypt_hash("$2y$32$" + good.substr(7)));  // cost above 31
+  EXPECT_FALSE(is_bcrypt_hash("$2y$1a$" + good.substr(7)));  // cost not a number
+  EXPECT_FALSE(is_bcrypt_hash(good.substr(0, 59) + "!"));    // outside bcrypt's alphabet
   EXPECT_TRUE(is_bcrypt_hash("$2y$04$" + good.substr(7)));
   EXPECT_TRUE(is_bcrypt_hash("$2y$31$" + good.substr(7)));
 }
@@ -113,8 +114,9 @@ TEST(WebConfig, ValidatesTlsSettingsLikeTheToolkit) {
               HasSubstr("missing one of cert or cert_file"));
   EXPECT_THAT(error_of("tls_server_config:\n  cert_file: a.crt\n"),
               HasSubstr("missing one of key or key_file"));
-  EXPECT_THAT(error_of("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Maybe\n"),
-              HasSubstr("invalid client_auth_type 'Maybe'"));
+  EXPECT_THAT(
+      error_of("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Maybe\n"),
+      HasSubstr("invalid client_auth_type 'Maybe'"));
   EXPECT_THAT(error_of("tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: c\n"),
               HasSubstr("client_auth_type"));
   EXPECT_THAT(error_of("tls_server_config:\n  min_version: TLS14\n"),
