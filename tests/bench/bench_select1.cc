@@ -360,8 +360,9 @@ int main(int argc, char** argv) {
     max_worker = std::max(max_worker, result.queries);
   }
   std::sort(latencies.begin(), latencies.end());
-  auto percentile_us = [&](double p) {
-    if (latencies.empty()) return 0.0;
+  // null for the pool-less baselines, which never acquire.
+  auto percentile_us = [&](double p) -> nlohmann::json {
+    if (latencies.empty()) return nullptr;
     const auto index = static_cast<std::size_t>(p * static_cast<double>(latencies.size() - 1));
     return latencies[index] / 1000.0;
   };
