@@ -116,9 +116,13 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
 
     // Fast path: a connection is idle and nobody queued before us.
     if (waiters_.empty() && !idle_.empty()) {
+      Clock::time_point now = clock_->now();
+      if (now >= deadline) {
+        // Earlier passes spent the time validating connections that failed.
+        throw_timeout_locked(lock, started, now);
+      }
       Slot* slot = idle_.back();
       idle_.pop_back();
-      Clock::time_point now = clock_->now();
       if (now - slot->last_used > config_.validation_idle_threshold) {
         // Idle long enough that the server may have dropped it: one round
         // trip, outside the lock, before handing it out.
@@ -127,7 +131,9 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
         std::optional<std::string> failure;
         const auto check_started = clock_->now();
         try {
-          slot->connection->validate();
+          // Never longer than the caller is still willing to wait.
+          slot->connection->validate(
+              std::chrono::ceil<milliseconds>(std::max(deadline - check_started, Clock::duration(0))));
         } catch (const std::exception& error) {
           failure = error.what();
         }
@@ -189,12 +195,7 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
       if (clock_->wait_until(waiter.cv, lock, deadline) == std::cv_status::timeout &&
           waiter.granted == nullptr && !waiter.closed) {
         waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &waiter));
-        const Clock::time_point now = clock_->now();
-        ++timeouts_;
-        record_error_locked(ErrorType::kAcquireTimeout, "Connection acquisition timeout", now);
-        auto snapshot = std::make_shared<const PoolStatistics>(statistics_locked(now));
-        lock.unlock();
-        throw AcquireTimeout(now - started, std::move(snapshot));
+        throw_timeout_locked(lock, started, clock_->now());
       }
     }
     if (waiter.closed) throw PoolClosed();
@@ -204,6 +205,14 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
     notify_acquired(waited);
     return PooledConnection(shared_from_this(), slot);
   }
+}
+
+void PoolCore::throw_timeout_locked(Lock& lock, Clock::time_point started, Clock::time_point now) {
+  ++timeouts_;
+  record_error_locked(ErrorType::kAcquireTimeout, "Connection acquisition timeout", now);
+  auto snapshot = std::make_shared<const PoolStatistics>(statistics_locked(now));
+  lock.unlock();
+  throw AcquireTimeout(now - started, std::move(snapshot));
 }
 
 void PoolCore::lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
@@ -546,7 +555,7 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
     const Clock::time_point started = clock_->now();
     std::optional<std::string> failure;
     try {
-      slot->connection->validate();
+      slot->connection->validate(config_.init_timeout);
     } catch (const std::exception& error) {
       failure = error.what();
     }
@@ -557,8 +566,7 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
       --validating_;
       if (failure) {
         any_failed = true;
-        record_error_locked(ErrorType::kValidationFailed,
-                            fmt::format("Connection validation failed: {}", *failure), finished);
+        record_error_locked(ErrorType::kValidationFailed, *failure, finished);
         doomed = remove_slot_locked(slot, CloseReason::kValidation);
       } else if (closing_) {
         doomed = remove_slot_locked(slot, CloseReason::kShutdown);
@@ -573,7 +581,7 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
       if (connection_deficit_locked() > 0) connector_cv_.notify_one();
     }
     if (failure) {
-      log(LogLevel::kWarning, fmt::format("Connection validation failed: {}", *failure),
+      log(LogLevel::kWarning, *failure,
           {{"pool", config_.name}, {"connection_id", fmt::format("conn_{}", slot->id)}});
     }
   }

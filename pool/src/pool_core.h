@@ -85,6 +85,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   using Lock = std::unique_lock<std::mutex>;
 
   // --- under mutex_ ---
+  /// Counts the timeout, releases the lock and throws AcquireTimeout.
+  [[noreturn]] void throw_timeout_locked(Lock& lock, Clock::time_point started,
+                                         Clock::time_point now);
   void lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
                    const std::source_location& site, void* caller);
   bool hand_to_waiter_locked(Slot* slot, Clock::time_point now);

@@ -136,7 +136,7 @@ class PqxxConnection final : public Connection {
     return handle == nullptr || PQtransactionStatus(handle) != PQTRANS_IDLE;
   }
 
-  void validate() override {
+  void validate(std::chrono::milliseconds timeout) override {
     PGconn* handle = raw(*connection_);
     if (handle == nullptr || PQstatus(handle) != CONNECTION_OK) {
       throw Error("Connection validation failed: connection is closed");
@@ -146,13 +146,14 @@ class PqxxConnection final : public Connection {
     if (PQsendQuery(handle, "SELECT 1") == 0) {
       throw Error("Connection validation failed: " + first_line(PQerrorMessage(handle)));
     }
-    const auto deadline = std::chrono::steady_clock::now() + io_timeout_;
+    const auto limit = std::min(timeout, io_timeout_);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
     while (PQisBusy(handle) != 0) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         throw Error(fmt::format("Connection validation failed: no answer within {} ms",
-                                io_timeout_.count()));
+                                limit.count()));
       }
       pollfd descriptor{PQsocket(handle), POLLIN, 0};
       const int ready = ::poll(&descriptor, 1, static_cast<int>(left.count()));
@@ -227,7 +228,7 @@ class PqxxFactory final : public ConnectionFactory {
     try {
       auto connection = std::make_unique<pqxx::connection>(conninfo_);
       auto pooled = std::make_unique<PqxxConnection>(std::move(connection), io_timeout_);
-      pooled->validate();
+      pooled->validate(io_timeout_);
       return pooled;
     } catch (const pqxx::broken_connection& error) {
       throw Error("Database connection refused: " + first_line(scrub(error.what(), password_)));

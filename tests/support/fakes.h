@@ -66,7 +66,7 @@ class FakeConnection final : public Connection {
   bool is_open() const noexcept override { return open_.load(); }
   bool in_transaction() const noexcept override { return in_transaction_.load(); }
   bool probe() noexcept override { return open_ && generation_ >= server_->killed_below; }
-  void validate() override {
+  void validate(std::chrono::milliseconds /*timeout*/) override {
     ++server_->validations;
     if (server_->down || server_->fail_validation || !open_) {
       throw Error("Connection validation failed: fake server");

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -30,9 +31,10 @@ class Connection {
   /// flight: such a connection must not be handed to another caller. No I/O.
   virtual bool in_transaction() const noexcept = 0;
 
-  /// One round trip (`SELECT 1`). Throws poolscope::Error (or a pqxx error) when
-  /// the server does not answer correctly.
-  virtual void validate() = 0;
+  /// One round trip (`SELECT 1`), waiting at most `timeout` for the answer
+  /// (implementations may cap it further). Throws poolscope::Error (or a pqxx
+  /// error) when the server does not answer correctly in time.
+  virtual void validate(std::chrono::milliseconds timeout) = 0;
 
   /// The libpqxx connection, for running queries. Throws std::logic_error for
   /// connections that are not backed by libpqxx (test fakes).
