@@ -147,13 +147,8 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
         }
         if (failure || closing_) {
           if (failure) record_error_locked(ErrorType::kValidationFailed, *failure, now);
-          auto doomed = remove_slot_locked(slot, failure ? CloseReason::kValidation
-                                                         : CloseReason::kShutdown);
           if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
-          if (connection_deficit_locked() > 0) connector_cv_.notify_one();
-          lock.unlock();
-          doomed.reset();
-          lock.lock();
+          close_slot_unlocked(lock, slot, failure ? CloseReason::kValidation : CloseReason::kShutdown);
           continue;
         }
       } else if (!slot->connection->probe()) {
@@ -162,19 +157,11 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
         // because the slot is not marked as lent yet.
         record_error_locked(ErrorType::kConnectionBroken, "Idle connection was closed by the server",
                             now);
-        auto doomed = remove_slot_locked(slot, CloseReason::kBroken);
-        if (connection_deficit_locked() > 0) connector_cv_.notify_one();
-        lock.unlock();
-        doomed.reset();
-        lock.lock();
+        close_slot_unlocked(lock, slot, CloseReason::kBroken);
         continue;
       }
       if (now >= slot->expires_at) {
-        auto doomed = remove_slot_locked(slot, CloseReason::kLifetime);
-        if (connection_deficit_locked() > 0) connector_cv_.notify_one();
-        lock.unlock();
-        doomed.reset();
-        lock.lock();
+        close_slot_unlocked(lock, slot, CloseReason::kLifetime);
         continue;
       }
       lend_locked(slot, started, now, site, caller);
@@ -205,6 +192,14 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
     notify_acquired(waited);
     return PooledConnection(shared_from_this(), slot);
   }
+}
+
+void PoolCore::close_slot_unlocked(Lock& lock, Slot* slot, CloseReason reason) {
+  auto doomed = remove_slot_locked(slot, reason);
+  if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+  lock.unlock();
+  doomed.reset();  // closing may touch the network: never under the lock
+  lock.lock();
 }
 
 void PoolCore::throw_timeout_locked(Lock& lock, Clock::time_point started, Clock::time_point now) {

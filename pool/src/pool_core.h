@@ -85,6 +85,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   using Lock = std::unique_lock<std::mutex>;
 
   // --- under mutex_ ---
+  /// Removes `slot` (counted under `reason`), asks for a replacement if
+  /// needed and closes it with the lock released; returns with it held.
+  void close_slot_unlocked(Lock& lock, Slot* slot, CloseReason reason);
   /// Counts the timeout, releases the lock and throws AcquireTimeout.
   [[noreturn]] void throw_timeout_locked(Lock& lock, Clock::time_point started,
                                          Clock::time_point now);
