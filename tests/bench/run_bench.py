@@ -9,7 +9,7 @@ SPEC section 7 targets, and removes every process and directory it made,
 also on Ctrl-C.
 
   run_bench.py --build DIR [--rounds N] [--seconds S] [--only SECTIONS]
-               [--json FILE]
+               [--anchors DIR] [--json FILE]
 
 SECTIONS is a comma list of: micro, select1, exporter (default: all).
 """
@@ -31,9 +31,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PGCTL = os.path.join(ROOT, "tests", "support", "pgctl")
-ANCHORS = os.path.normpath(os.path.join(ROOT, "..", "shared", "anchors"))
-ASYNCPG_BENCH = os.path.join(ANCHORS, "asyncpg_pool_bench.py")
-SEED_EXPORTER = os.path.join(ANCHORS, "seed_python_exporter.py")
+# The guide's Python stack, kept next to the repository (never copied in);
+# --anchors points elsewhere, e.g. from a clone in another directory.
+DEFAULT_ANCHORS = os.path.normpath(os.path.join(ROOT, "..", "shared", "anchors"))
+ANCHORS = ASYNCPG_BENCH = SEED_EXPORTER = None  # set in main()
 PYTHON = "/usr/bin/python3"  # Debian's, which has asyncpg and prometheus_client
 
 POOL_SIZE = 10
@@ -700,7 +701,13 @@ def main():
                         help="query protocol for pgbench and both C++ pools (default simple)")
     parser.add_argument("--only", default="micro,select1,exporter", help="sections to run")
     parser.add_argument("--json", help="also write the raw results to this file")
+    parser.add_argument("--anchors", default=DEFAULT_ANCHORS,
+                        help="directory of the guide's Python contenders (default ../shared/anchors)")
     args = parser.parse_args()
+    global ANCHORS, ASYNCPG_BENCH, SEED_EXPORTER
+    ANCHORS = os.path.abspath(args.anchors)
+    ASYNCPG_BENCH = os.path.join(ANCHORS, "asyncpg_pool_bench.py")
+    SEED_EXPORTER = os.path.join(ANCHORS, "seed_python_exporter.py")
     sections = set(args.only.split(","))
     unknown = sections - {"micro", "select1", "exporter"}
     if unknown or args.rounds < 1 or args.seconds <= 0:
