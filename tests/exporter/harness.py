@@ -10,6 +10,7 @@ import gzip
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +56,7 @@ class Exporter:
     """One poolscope-exporter child process; its stdout and stderr go to a file."""
 
     def __init__(self, binary, database_url, args=(), env=None, workdir=None):
+        self.owns_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="poolscope-exporter-test.")
         self.log_path = os.path.join(self.workdir, "exporter.log")
         self.log = open(self.log_path, "w+b")
@@ -116,7 +118,12 @@ class Exporter:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if exc and exc[0] is not None:
+            # The test failed with the exporter running: show what it said.
+            sys.stderr.write(self.output().decode(errors="replace")[-20000:])
         self.log.close()
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Response:
