@@ -43,6 +43,10 @@ POOL_SIZE = 10
 MAX_CONNECTIONS = 300
 
 
+class BenchError(Exception):
+    """One measurement failed; the rest of the table is still worth printing."""
+
+
 def log(message):
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -289,16 +293,16 @@ class Bench:
         if kind == "driver":
             line = next((l for l in out.splitlines() if l.startswith("{")), None)
             if code != 0 or line is None:
-                raise SystemExit(f"bench: {' '.join(cmd[:3])} failed:\n{out}\n{err}")
+                raise BenchError(f"{' '.join(cmd[1:4])} failed: {err.strip()[-300:]}")
             return json.loads(line)
         if kind == "pgbench":
             match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
             if code != 0 or not match:
-                raise SystemExit(f"bench: pgbench failed:\n{out}\n{err}")
+                raise BenchError(f"pgbench failed: {err.strip()[-300:]}")
             return {"qps": float(match.group(1))}
         match = re.search(r"qps=(\d+) acq_p50_us=([0-9.]+) acq_p95_us=([0-9.]+) acq_p99_us=([0-9.]+)", out)
         if code != 0 or not match:
-            raise SystemExit(f"bench: {cmd[1]} failed:\n{out}\n{err}")
+            raise BenchError(f"{os.path.basename(cmd[1])} {cmd[-1]} failed: {err.strip()[-300:]}")
         return {"qps": float(match.group(1)), "acquire_p50_us": float(match.group(2)),
                 "acquire_p95_us": float(match.group(3)), "acquire_p99_us": float(match.group(4))}
 
@@ -314,7 +318,10 @@ class Bench:
             log(f"SELECT 1 round {round_index + 1}/{self.args.rounds}: {', '.join(order)}")
             for name in order:
                 kind, cmd = contenders[name]
-                runs[name].append(self.run_select1_once(kind, cmd))
+                try:
+                    runs[name].append(self.run_select1_once(kind, cmd))
+                except BenchError as error:
+                    self.notes.append(f"{name}, round {round_index + 1}: {error}")
         self.results["select1"] = runs
 
     # -------------------------------------------------------------- exporter
@@ -335,7 +342,7 @@ class Bench:
             child = self.procs.start([PYTHON, SEED_EXPORTER, self.database_url, str(port)],
                                      cwd=ANCHORS, env=self.env, stdout=log_file, stderr=log_file)
         if not wait_for(lambda: http_get(port, "/metrics")[0] == 200, 20, 0.05):
-            raise SystemExit(f"bench: the seed Python exporter did not start; see {log_path}")
+            raise BenchError(f"the seed Python exporter did not start; see {self.keep_log(log_path)}")
         return child
 
     def wrk(self, port, path):
@@ -345,7 +352,7 @@ class Bench:
             seconds + 30)
         match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
         if code != 0 or not match:
-            raise SystemExit(f"bench: wrk failed:\n{out}\n{err}")
+            raise BenchError(f"wrk {path} failed: {(out + err).strip()[-300:]}")
 
         def to_ms(text):
             value, unit = re.match(r"([0-9.]+)(us|ms|s)", text).groups()
@@ -374,7 +381,7 @@ class Bench:
             elapsed = time.monotonic() - started
             self.procs.stop(child)
             if not ok:
-                raise SystemExit(f"bench: the exporter never reported healthy; see {log_path}")
+                raise BenchError(f"the exporter never reported healthy; see {self.keep_log(log_path)}")
             times.append(elapsed * 1000)
         return times
 
@@ -385,18 +392,21 @@ class Bench:
         port = free_port()
         # A light synthetic load (2 of 10 connections: still healthy) so the
         # outage is noticed at once rather than at the next background check.
+        # min-size 4: the two workers never wait for a connection, so no wait
+        # above the degraded threshold muddles the state before the outage.
         child, log_path = self.start_exporter(
-            port, ["--workload.workers=2", "--workload.hold=5ms"], log_name="restart")
+            port, ["--workload.workers=2", "--workload.hold=5ms", "--pool.min-size=4"],
+            log_name="restart")
         samples = []
         try:
             if not wait_for(lambda: health_state(port) == "healthy", 15):
-                raise SystemExit(f"bench: the exporter never reported healthy; see {log_path}")
+                raise BenchError(f"the exporter never reported healthy; see {self.keep_log(log_path)}")
             for _ in range(rounds):
                 time.sleep(1.0)
                 subprocess.run([PGCTL, "stop", self.pgdir, "immediate"], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 if not wait_for(lambda: health_state(port) != "healthy", 15):
-                    raise SystemExit("bench: the exporter did not notice the database going away")
+                    raise BenchError("the exporter did not notice the database going away")
                 time.sleep(1.0)  # a short outage: the pool has started backing off
                 subprocess.run([PGCTL, "start", self.pgdir], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -434,29 +444,49 @@ class Bench:
         code, out, err = self.procs.run([self.binary("tests", "bench", "libpq_floor"), "5"], 60,
                                         env=self.env)
         if code != 0:
-            raise SystemExit(f"bench: libpq_floor failed:\n{out}\n{err}")
+            raise BenchError(f"libpq_floor failed: {err.strip()[-300:]}")
         return json.loads(out)
+
+    def keep_log(self, path):
+        """Copies a log out of the temporary directory, which is removed at the end."""
+        keep = os.path.join(self.build, "bench-logs")
+        os.makedirs(keep, exist_ok=True)
+        target = os.path.join(keep, os.path.basename(path))
+        shutil.copyfile(path, target)
+        return target
 
     def run_exporter(self):
         results = {}
-        log("exporter: what a bare libpq client costs (connect time, RSS)")
-        results["libpq_floor"] = self.run_libpq_floor()
-        log("exporter: process start to first healthy /health")
-        results["start_ms"] = self.measure_start_times()
+        self.results["exporter"] = results
 
+        def phase(title, key, measure):
+            log(f"exporter: {title}")
+            try:
+                results[key] = measure()
+            except BenchError as error:
+                self.notes.append(f"exporter, {title}: {error}")
+
+        phase("what a bare libpq client costs (connect time, RSS)", "libpq_floor", self.run_libpq_floor)
+        phase("process start to first healthy /health", "start_ms", self.measure_start_times)
+        phase("wrk -t2 -c10 on /health and /metrics", "wrk", lambda: self.measure_wrk(results))
+        phase("peak RSS with the pool saturated (20 workers on 10 connections) and wrk", "busy",
+              self.measure_busy_rss)
+        phase("database restart to HEALTHY", "restart", lambda: self.measure_restart(2))
+
+    def measure_wrk(self, results):
         seed = os.path.exists(SEED_EXPORTER)
         if not seed:
             self.notes.append(f"Python exporter rows skipped: {SEED_EXPORTER} not found")
         ours_port = free_port()
         ours, ours_log = self.start_exporter(ours_port, log_name="wrk")
-        if not wait_for(lambda: health_state(ours_port) == "healthy", 15):
-            raise SystemExit(f"bench: the exporter never reported healthy; see {ours_log}")
+        if not wait_for(lambda: http_get(ours_port, "/health")[0] == 200, 15):
+            raise BenchError(f"the exporter did not serve; see {self.keep_log(ours_log)}")
         seed_port = free_port() if seed else None
         seed_child = self.start_seed_exporter(seed_port) if seed else None
         runs = {f"{who}{path}": [] for who in ("ours", "seed") for path in ("/health", "/metrics")}
         try:
             for round_index in range(self.args.rounds):
-                log(f"exporter round {round_index + 1}/{self.args.rounds}: wrk -t2 -c10 on /health and /metrics")
+                log(f"exporter: wrk round {round_index + 1}/{self.args.rounds}")
                 order = [("ours", ours_port), ("seed", seed_port)] if seed else [("ours", ours_port)]
                 if round_index % 2:
                     order.reverse()
@@ -470,26 +500,21 @@ class Bench:
             self.procs.stop(ours)
             if seed_child:
                 self.procs.stop(seed_child)
-        results["wrk"] = runs
+        return runs
 
-        log("exporter: peak RSS with the pool saturated (20 workers on 10 connections) and wrk")
+    def measure_busy_rss(self):
         port = free_port()
         busy, busy_log = self.start_exporter(
             port, ["--workload.workers=20", "--workload.hold=2ms"], log_name="rss")
         try:
             if not wait_for(lambda: http_get(port, "/health")[0] == 200, 15):
-                raise SystemExit(f"bench: the exporter did not serve; see {busy_log}")
+                raise BenchError(f"the exporter did not serve; see {self.keep_log(busy_log)}")
             time.sleep(1.0)
             self.wrk(port, "/metrics")
             self.wrk(port, "/health")
-            results["busy_rss_kib"] = vm_hwm_kib(busy.pid)
-            results["busy_smaps_kib"] = smaps_rollup_kib(busy.pid)
+            return {"rss_kib": vm_hwm_kib(busy.pid), "smaps_kib": smaps_rollup_kib(busy.pid)}
         finally:
             self.procs.stop(busy)
-
-        log("exporter: database restart to HEALTHY")
-        results["restart"] = self.measure_restart(2)
-        self.results["exporter"] = results
 
 
 # ----------------------------------------------------------------- the table
@@ -623,7 +648,7 @@ def print_table(bench, elapsed):
         w("  (2 threads: one thread's time per cycle while both run; cycles/s counts both threads)")
         w("")
 
-    if "exporter" in results:
+    if results.get("exporter", {}).get("wrk"):
         ex = results["exporter"]
         wrk = ex["wrk"]
         w(f"Exporter (wrk -t2 -c10, {max(1, round(args.seconds))} s per run, 127.0.0.1)")
@@ -650,10 +675,13 @@ def print_table(bench, elapsed):
             w(f"  note: {len(errors)} wrk runs saw non-2xx responses or socket errors")
         w("  (the seed exporter has no /health: prometheus_client answers every path with the metrics page)")
         w("")
-        rss = ex.get("busy_rss_kib")
-        start = median(ex["start_ms"])
-        floor = ex.get("libpq_floor", {})
-        smaps = ex.get("busy_smaps_kib") or {}
+    if "exporter" in results:
+        ex = results["exporter"]
+        busy = ex.get("busy") or {}
+        rss = busy.get("rss_kib")
+        start = median(ex.get("start_ms") or [])
+        floor = ex.get("libpq_floor") or {}
+        smaps = busy.get("smaps_kib") or {}
         detail = ""
         if smaps.get("pss") is not None:
             detail = (f"(PSS {smaps['pss'] / 1024:.1f} MB, private {smaps['private'] / 1024:.1f} MB, "
@@ -667,12 +695,13 @@ def print_table(bench, elapsed):
             seed_rss = ex.get("seed_rss_kib")
             w(f"  {'  (after the wrk rounds alone: poolscope / Python seed)':<58} {fmt_num(ex['idle_rss_kib'] / 1024, 1):>8} MB"
               f"   {fmt_num(seed_rss / 1024, 1) if seed_rss else '–'} MB")
-        w(f"  {'process start to first healthy /health (median of ' + str(len(ex['start_ms'])) + ')':<58} {fmt_num(start, 0):>8} ms"
-          f"   target ≤ 150 ms  {verdict(start <= 150)}   (all: {', '.join(fmt_num(t) for t in ex['start_ms'])})")
+        starts = ex.get("start_ms") or []
+        w(f"  {'process start to first healthy /health (median of ' + str(len(starts)) + ')':<58} {fmt_num(start, 0):>8} ms"
+          f"   target ≤ 150 ms  {verdict(start is not None and start <= 150)}   (all: {', '.join(fmt_num(t) for t in starts)})")
         if floor.get("connect_ms_median"):
             w(f"  {'  floor: one libpq connection (median of 5, min_size is 2)':<58} {floor['connect_ms_median']:>8.0f} ms"
               f"   (fastest {floor['connect_ms_min']:.0f} ms)")
-        for i, sample in enumerate(ex["restart"], 1):
+        for i, sample in enumerate(ex.get("restart") or [], 1):
             tick = sample["next_tick_s"]
             limit = tick + 0.5 if tick is not None else None
             took = sample["healthy_s"]
