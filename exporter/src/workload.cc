@@ -37,6 +37,10 @@ void Workload::run() {
   // Short acquire timeout so that stop() is never stuck behind a long wait.
   constexpr auto kAcquireTimeout = std::chrono::milliseconds(500);
   constexpr auto kPauseAfterError = std::chrono::milliseconds(100);
+  // Borrowing before min_size connections exist would make every worker
+  // wait for a connect, and a demo pool start out DEGRADED for the whole
+  // health window. (Returns at the init timeout when the database is down.)
+  pool_.wait_until_ready();
   while (!stopping_.load()) {
     try {
       PooledConnection connection = pool_.acquire(kAcquireTimeout);

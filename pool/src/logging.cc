@@ -1,13 +1,13 @@
 #include "poolscope/logging.h"
 
-#include <atomic>
-#include <chrono>
-#include <mutex>
-
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
 
 #include "log.h"
 #include "poolscope/error.h"
@@ -20,11 +20,16 @@ std::atomic<LogFormat> g_format{LogFormat::kJson};
 
 spdlog::level::level_enum to_spdlog(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return spdlog::level::debug;
-    case LogLevel::kInfo: return spdlog::level::info;
-    case LogLevel::kWarning: return spdlog::level::warn;
-    case LogLevel::kError: return spdlog::level::err;
-    case LogLevel::kCritical: return spdlog::level::critical;
+    case LogLevel::kDebug:
+      return spdlog::level::debug;
+    case LogLevel::kInfo:
+      return spdlog::level::info;
+    case LogLevel::kWarning:
+      return spdlog::level::warn;
+    case LogLevel::kError:
+      return spdlog::level::err;
+    case LogLevel::kCritical:
+      return spdlog::level::critical;
   }
   return spdlog::level::info;
 }
@@ -47,14 +52,15 @@ std::shared_ptr<spdlog::logger> logger() {
 
 std::string timestamp_now() {
   const auto now = std::chrono::system_clock::now();
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
-  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z",
-                     std::chrono::floor<std::chrono::seconds>(now), ms.count());
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", std::chrono::floor<std::chrono::seconds>(now),
+                     ms.count());
 }
 
 std::string text_value(const nlohmann::json& value) {
   if (value.is_string()) return value.get<std::string>();
-  return value.dump();
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace
@@ -71,31 +77,42 @@ LogFormat parse_log_format(const std::string& text, const std::string& variable)
   throw ConfigError(variable, text, "expected json or text");
 }
 
-namespace detail {
+bool log_enabled(LogLevel level) noexcept {
+  return level >= g_level.load(std::memory_order_relaxed);
+}
 
-bool log_enabled(LogLevel level) noexcept { return level >= g_level.load(std::memory_order_relaxed); }
-
-void log(LogLevel level, std::string_view message, const nlohmann::json& context) {
+void log_event(LogLevel level, std::string_view component, std::string_view message,
+               const nlohmann::json& context) noexcept {
   if (!log_enabled(level)) return;
-  std::string line;
-  if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
-    nlohmann::json entry = {
-        {"timestamp", timestamp_now()},
-        {"level", std::string(to_string(level))},
-        {"component", "connection_pool"},
-        {"message", std::string(message)},
-        {"context", context.is_object() ? context : nlohmann::json::object()},
-    };
-    line = entry.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  } else {
-    line = fmt::format("{} {} connection_pool: {}", timestamp_now(), to_string(level), message);
-    if (context.is_object()) {
-      for (const auto& [key, value] : context.items()) {
-        line += fmt::format(" {}={}", key, text_value(value));
+  try {
+    std::string line;
+    if (g_format.load(std::memory_order_relaxed) == LogFormat::kJson) {
+      nlohmann::json entry = {
+          {"timestamp", timestamp_now()},
+          {"level", std::string(to_string(level))},
+          {"component", std::string(component)},
+          {"message", std::string(message)},
+          {"context", context.is_object() ? context : nlohmann::json::object()},
+      };
+      line = entry.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    } else {
+      line = fmt::format("{} {} {}: {}", timestamp_now(), to_string(level), component, message);
+      if (context.is_object()) {
+        for (const auto& [key, value] : context.items()) {
+          line += fmt::format(" {}={}", key, text_value(value));
+        }
       }
     }
+    logger()->log(to_spdlog(level), line);
+  } catch (...) {
+    // Logging must never take the program down (out of memory, a bad sink).
   }
-  logger()->log(to_spdlog(level), line);
+}
+
+namespace detail {
+
+void log(LogLevel level, std::string_view message, const nlohmann::json& context) {
+  log_event(level, "connection_pool", message, context);
 }
 
 }  // namespace detail

@@ -2,11 +2,10 @@
 
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 #include "log.h"
 #include "pool_core.h"
@@ -43,8 +42,8 @@ std::string describe_caller(void* address) {
   char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
   std::string name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
   std::free(demangled);
-  const auto offset = reinterpret_cast<std::uintptr_t>(address) -
-                      reinterpret_cast<std::uintptr_t>(info.dli_saddr);
+  const auto offset =
+      reinterpret_cast<std::uintptr_t>(address) - reinterpret_cast<std::uintptr_t>(info.dli_saddr);
   return fmt::format("{}+{:#x} ({})", name, offset, object);
 }
 
@@ -85,6 +84,7 @@ PoolCore::PoolCore(PoolConfig config, std::shared_ptr<ConnectionFactory> factory
       created_wall_(clock_->wall_now()),
       jitter_(std::random_device{}()),
       window_(config_.health_window) {
+  last_validated_ = created_at_;  // the first background check one interval after start
   if (!factory_) throw std::invalid_argument("poolscope::Pool needs a connection factory");
   idle_.reserve(config_.max_size);
   slots_.reserve(config_.max_size);
@@ -132,8 +132,8 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
         const auto check_started = clock_->now();
         try {
           // Never longer than the caller is still willing to wait.
-          slot->connection->validate(
-              std::chrono::ceil<milliseconds>(std::max(deadline - check_started, Clock::duration(0))));
+          slot->connection->validate(std::chrono::ceil<milliseconds>(
+              std::max(deadline - check_started, Clock::duration(0))));
         } catch (const std::exception& error) {
           failure = error.what();
         }
@@ -148,15 +148,16 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
         if (failure || closing_) {
           if (failure) record_error_locked(ErrorType::kValidationFailed, *failure, now);
           if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
-          close_slot_unlocked(lock, slot, failure ? CloseReason::kValidation : CloseReason::kShutdown);
+          close_slot_unlocked(lock, slot,
+                              failure ? CloseReason::kValidation : CloseReason::kShutdown);
           continue;
         }
       } else if (!slot->connection->probe()) {
         // Killed while idle (pg_terminate_backend, server restart): never
         // hand it out. A non-blocking poll, no round trip; under the lock
         // because the slot is not marked as lent yet.
-        record_error_locked(ErrorType::kConnectionBroken, "Idle connection was closed by the server",
-                            now);
+        record_error_locked(ErrorType::kConnectionBroken,
+                            "Idle connection was closed by the server", now);
         close_slot_unlocked(lock, slot, CloseReason::kBroken);
         continue;
       }
@@ -291,8 +292,9 @@ void PoolCore::release(Slot* slot) noexcept {
 
 std::unique_ptr<Slot> PoolCore::remove_slot_locked(Slot* slot, CloseReason reason) {
   ++closed_[static_cast<std::size_t>(reason)];
-  auto it = std::find_if(slots_.begin(), slots_.end(),
-                         [slot](const std::unique_ptr<Slot>& owned) { return owned.get() == slot; });
+  auto it = std::find_if(slots_.begin(), slots_.end(), [slot](const std::unique_ptr<Slot>& owned) {
+    return owned.get() == slot;
+  });
   std::unique_ptr<Slot> owned = std::move(*it);
   *it = std::move(slots_.back());
   slots_.pop_back();
@@ -319,7 +321,8 @@ void PoolCore::record_error_locked(ErrorType type, const std::string& message,
 
 std::chrono::milliseconds PoolCore::backoff_delay(std::uint64_t failures) const {
   const auto& steps = config_.reconnect_backoff;
-  const std::size_t index = std::min<std::size_t>(failures == 0 ? 0 : failures - 1, steps.size() - 1);
+  const std::size_t index =
+      std::min<std::size_t>(failures == 0 ? 0 : failures - 1, steps.size() - 1);
   return steps[index];
 }
 
@@ -433,8 +436,8 @@ void PoolCore::connector_loop() {
             {{"pool", config_.name}});
       }
       const std::size_t initial = config_.reconnect_backoff.size();
-      const std::string progress = attempt <= initial ? fmt::format("{}/{}", attempt, initial)
-                                                      : fmt::format("{}", attempt);
+      const std::string progress =
+          attempt <= initial ? fmt::format("{}/{}", attempt, initial) : fmt::format("{}", attempt);
       log(LogLevel::kInfo,
           fmt::format("Reconnection attempt {} (delay: {}s)", progress,
                       duration<double>(delay).count()),
@@ -483,7 +486,8 @@ void PoolCore::maintain_once(Clock::time_point now) {
       std::optional<CloseReason> reason;
       if (now >= slot->expires_at) {
         reason = CloseReason::kLifetime;
-      } else if (slots_.size() > config_.min_size && now - slot->last_used >= config_.max_idle_time) {
+      } else if (slots_.size() > config_.min_size &&
+                 now - slot->last_used >= config_.max_idle_time) {
         reason = CloseReason::kIdle;
       }
       if (!reason) {
@@ -522,10 +526,10 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
   {
     Lock lock(mutex_);
     if (closing_) return;
-    // The least recently used idle connection, unless it was in use within
-    // the interval (then the database evidently answered).
+    // The least recently used idle connection: one SELECT 1 per interval
+    // keeps latency_ms fresh and notices an outage without traffic.
     for (auto it = idle_.begin(); it != idle_.end();) {
-      if (all || (candidates.empty() && now - (*it)->last_used >= config_.health_check_interval)) {
+      if (all || candidates.empty()) {
         candidates.push_back(*it);
         it = idle_.erase(it);
       } else {
@@ -535,11 +539,12 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
     if (candidates.empty()) {
       // A busy pool has no idle connection to probe; a connection that came
       // back healthy since the last check is evidence enough.
-      if (last_good_release_ && (!last_health_check_ || *last_good_release_ > *last_health_check_)) {
+      if (last_good_release_ &&
+          (!last_health_check_ || *last_good_release_ > *last_health_check_)) {
         last_health_check_ = *last_good_release_;
         last_health_check_wall_ =
-            clock_->wall_now() - duration_cast<std::chrono::system_clock::duration>(
-                                     now - *last_good_release_);
+            clock_->wall_now() -
+            duration_cast<std::chrono::system_clock::duration>(now - *last_good_release_);
       }
       return;
     }
@@ -603,17 +608,21 @@ PoolState PoolCore::evaluate_state_locked(Clock::time_point now) const {
   if (recovering_locked()) return PoolState::kRecovering;
   PoolStatistics stats = statistics_locked(now);
   stats.state = PoolState::kHealthy;  // judge load and errors only
-  switch (evaluate_health(stats, HealthThresholds{config_.healthy_headroom,
-                                                  config_.degraded_headroom,
-                                                  to_ms(config_.degraded_wait_threshold)})) {
-    case HealthStatus::kHealthy: return PoolState::kHealthy;
-    case HealthStatus::kDegraded: return PoolState::kDegraded;
-    case HealthStatus::kUnhealthy: return PoolState::kUnhealthy;
+  switch (
+      evaluate_health(stats, HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
+                                              to_ms(config_.degraded_wait_threshold)})) {
+    case HealthStatus::kHealthy:
+      return PoolState::kHealthy;
+    case HealthStatus::kDegraded:
+      return PoolState::kDegraded;
+    case HealthStatus::kUnhealthy:
+      return PoolState::kUnhealthy;
   }
   return PoolState::kUnhealthy;
 }
 
-std::optional<std::pair<PoolState, PoolState>> PoolCore::update_state_locked(Clock::time_point now) {
+std::optional<std::pair<PoolState, PoolState>> PoolCore::update_state_locked(
+    Clock::time_point now) {
   const PoolState next = evaluate_state_locked(now);
   const PoolState previous = state_.load(std::memory_order_relaxed);
   if (next == previous) return std::nullopt;
@@ -624,7 +633,8 @@ std::optional<std::pair<PoolState, PoolState>> PoolCore::update_state_locked(Clo
 void PoolCore::log_transition(const std::string& pool, PoolState from, PoolState to) {
   auto upper = [](std::string_view name) {
     std::string out(name);
-    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::toupper(c); });
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](unsigned char c) { return std::toupper(c); });
     return out;
   };
   const LogLevel level = (to == PoolState::kUnhealthy || to == PoolState::kRecovering)
@@ -677,8 +687,9 @@ PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
   s.last_error = last_error_;
   if (last_error_) s.last_error_time = last_error_wall_;
   s.state = state_.load(std::memory_order_acquire);
-  s.health = evaluate_health(s, HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
-                                                 to_ms(config_.degraded_wait_threshold)});
+  s.health =
+      evaluate_health(s, HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
+                                          to_ms(config_.degraded_wait_threshold)});
   s.uptime_seconds = to_seconds(now - created_at_);
   return s;
 }
@@ -824,8 +835,9 @@ void Pool::add_observer(std::shared_ptr<PoolObserver> observer) {
 const PoolConfig& Pool::config() const noexcept { return core_->config(); }
 HealthThresholds Pool::health_thresholds() const noexcept {
   const auto& config = core_->config();
-  return HealthThresholds{config.healthy_headroom, config.degraded_headroom,
-                          std::chrono::duration<double, std::milli>(config.degraded_wait_threshold).count()};
+  return HealthThresholds{
+      config.healthy_headroom, config.degraded_headroom,
+      std::chrono::duration<double, std::milli>(config.degraded_wait_threshold).count()};
 }
 
 }  // namespace poolscope

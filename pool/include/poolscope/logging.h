@@ -1,6 +1,8 @@
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <string_view>
 
 #include "poolscope/pool_config.h"
 
@@ -16,6 +18,16 @@ enum class LogFormat {
 /// Call once at start-up, before pools are created; not thread-safe against
 /// concurrent logging.
 void configure_logging(LogLevel level, LogFormat format = LogFormat::kJson);
+
+/// Writes one line in poolscope's format for `component` ("connection_pool"
+/// for the pool's own lines), so a program embedding the pool can share its
+/// log stream and format. `context` should be a JSON object. Lines below the
+/// configured level are dropped. Thread-safe; never throws.
+void log_event(LogLevel level, std::string_view component, std::string_view message,
+               const nlohmann::json& context) noexcept;
+
+/// True when a line at `level` would be written.
+bool log_enabled(LogLevel level) noexcept;
 
 /// Parses "json" or "text"; throws ConfigError naming `variable`.
 LogFormat parse_log_format(const std::string& text, const std::string& variable);
