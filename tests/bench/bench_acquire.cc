@@ -14,16 +14,16 @@
 // "items_per_second" is cycles per second over all threads.
 
 #include <benchmark/benchmark.h>
+#include <prometheus/registry.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <prometheus/registry.h>
 
 #include "fakes.h"
 #include "poolscope/logging.h"
@@ -46,11 +46,10 @@ struct FakePool {
     config.max_size = kPoolSize;
     config.enable_leak_detection = leak_detection;
     config.log_level = poolscope::LogLevel::kWarning;
-    pool = std::make_unique<Pool>(
-        config,
-        std::make_shared<poolscope::testing::FakeFactory>(
-            std::make_shared<poolscope::testing::FakeServer>()),
-        poolscope::Clock::system());
+    pool = std::make_unique<Pool>(config,
+                                  std::make_shared<poolscope::testing::FakeFactory>(
+                                      std::make_shared<poolscope::testing::FakeServer>()),
+                                  poolscope::Clock::system());
     if (!pool->wait_until_ready()) throw std::runtime_error("fake pool did not start");
     if (with_metrics) {
       registry = std::make_shared<prometheus::Registry>();
@@ -148,9 +147,7 @@ void add(const std::string& name, Fn fn, Args... args) {
       ->MeasureProcessCPUTime();
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   poolscope::configure_logging(poolscope::LogLevel::kWarning);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
@@ -175,4 +172,15 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "bench_acquire: %s\n", error.what());
+    return 1;
+  }
 }

@@ -13,6 +13,9 @@
 // from asking for a connection to holding it), errors, and the spread of
 // completed queries per worker (min/max: starvation shows as a small min).
 
+#include <libpq-fe.h>
+#include <prometheus/registry.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -22,18 +25,14 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <pqxx/pqxx>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
-
-#include <libpq-fe.h>
-
-#include <nlohmann/json.hpp>
-#include <pqxx/pqxx>
-#include <prometheus/registry.h>
 
 #include "poolscope/logging.h"
 #include "poolscope/pool.h"
@@ -60,7 +59,8 @@ struct Options {
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "bench_select1: " << problem << "\n"
-            << "usage: DATABASE_URL=... bench_select1 --pool=poolscope|naive|direct|direct-libpq --workers=N "
+            << "usage: DATABASE_URL=... bench_select1 --pool=poolscope|naive|direct|direct-libpq "
+               "--workers=N "
                "[--max-size=10] [--seconds=5] [--warmup=1] [--query=simple|prepared] "
                "[--metrics=on|off] [--leak-detection=on|off]\n";
   std::exit(2);
@@ -77,7 +77,8 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     const auto eq = arg.find('=');
-    if (!arg.starts_with("--") || eq == std::string_view::npos) usage("bad argument '" + std::string(arg) + "'");
+    if (!arg.starts_with("--") || eq == std::string_view::npos)
+      usage("bad argument '" + std::string(arg) + "'");
     const std::string_view flag = arg.substr(0, eq);
     const std::string value(arg.substr(eq + 1));
     try {
@@ -108,8 +109,10 @@ Options parse(int argc, char** argv) {
       options.pool != "direct-libpq") {
     usage("--pool is poolscope, naive, direct or direct-libpq");
   }
-  if (options.query != "simple" && options.query != "prepared") usage("--query is simple or prepared");
-  if (options.workers == 0 || options.max_size == 0 || options.seconds <= 0) usage("sizes and times must be positive");
+  if (options.query != "simple" && options.query != "prepared")
+    usage("--query is simple or prepared");
+  if (options.workers == 0 || options.max_size == 0 || options.seconds <= 0)
+    usage("sizes and times must be positive");
   const char* url = std::getenv("DATABASE_URL");
   if (url == nullptr || *url == '\0') usage("DATABASE_URL is not set");
   options.database_url = url;
@@ -159,7 +162,7 @@ class NaivePool {
     available_.wait(lock, [this] { return !idle_.empty(); });
     auto connection = std::move(idle_.back());
     idle_.pop_back();
-    return Handle(*this, std::move(connection));
+    return {*this, std::move(connection)};
   }
 
  private:
@@ -213,7 +216,8 @@ double drive(const Options& options, std::vector<WorkerResult>& results, Cycle c
 }
 
 std::uint32_t since(Clock::time_point started) {
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
   return static_cast<std::uint32_t>(std::min<std::int64_t>(ns, UINT32_MAX));
 }
 
@@ -327,9 +331,7 @@ double run_direct_libpq(const Options& options, std::vector<WorkerResult>& resul
   });
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   const Options options = parse(argc, argv);
   poolscope::configure_logging(poolscope::LogLevel::kWarning);
   std::vector<WorkerResult> results;
@@ -386,4 +388,15 @@ int main(int argc, char** argv) {
   };
   std::cout << report.dump() << std::endl;
   return errors == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    std::cerr << "bench_select1: " << error.what() << "\n";
+    return 1;
+  }
 }

@@ -18,10 +18,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -49,11 +48,13 @@ std::map<std::string, long> rss_by_mapping() {
         const auto from = line.find_first_not_of(' ', at);
         if (from == std::string::npos) break;
         const auto to = line.find(' ', from);
-        fields.push_back(line.substr(from, to == std::string::npos ? std::string::npos : to - from));
+        fields.push_back(
+            line.substr(from, to == std::string::npos ? std::string::npos : to - from));
         at = to == std::string::npos ? line.size() : to;
       }
       name = fields.size() >= 6 ? fields[5] : "[anon]";
-      if (const auto slash = name.find_last_of('/'); slash != std::string::npos) name = name.substr(slash + 1);
+      if (const auto slash = name.find_last_of('/'); slash != std::string::npos)
+        name = name.substr(slash + 1);
     } else if (line.rfind("Rss:", 0) == 0) {
       by_name[name] += std::stol(line.substr(4));
     }
@@ -61,9 +62,7 @@ std::map<std::string, long> rss_by_mapping() {
   return by_name;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   const char* url = std::getenv("DATABASE_URL");
   if (url == nullptr || *url == '\0') {
     std::fprintf(stderr, "libpq_floor: DATABASE_URL is not set\n");
@@ -87,10 +86,12 @@ int main(int argc, char** argv) {
   std::sort(connect_ms.begin(), connect_ms.end());
   auto mappings = rss_by_mapping();
   std::vector<std::pair<long, std::string>> biggest;
+  biggest.reserve(mappings.size());
   for (const auto& [name, kib] : mappings) biggest.emplace_back(kib, name);
   std::sort(biggest.rbegin(), biggest.rend());
   nlohmann::json top = nlohmann::json::object();
-  for (std::size_t i = 0; i < biggest.size() && i < 6; ++i) top[biggest[i].second] = biggest[i].first;
+  for (std::size_t i = 0; i < biggest.size() && i < 6; ++i)
+    top[biggest[i].second] = biggest[i].first;
   const nlohmann::json report = {
       {"connect_ms_median", connect_ms[connect_ms.size() / 2]},
       {"connect_ms_min", connect_ms.front()},
@@ -100,4 +101,15 @@ int main(int argc, char** argv) {
   };
   std::printf("%s\n", report.dump().c_str());
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "libpq_floor: %s\n", error.what());
+    return 1;
+  }
 }
