@@ -17,10 +17,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::eventually;
-using testing::ScopedCluster;
+using testing::TempCluster;
 
 TEST(RecoveryIntegration, PoolRecoversAfterTheDatabaseRestarts) {
-  ScopedCluster cluster;
+  TempCluster cluster;
   PoolConfig c;
   c.database_url = cluster.url();
   c.health_check_interval = 200ms;
@@ -29,7 +29,7 @@ TEST(RecoveryIntegration, PoolRecoversAfterTheDatabaseRestarts) {
   ASSERT_TRUE(pool.wait_until_ready());
   ASSERT_TRUE(eventually([&] { return pool.state() == PoolState::kHealthy; }));
 
-  cluster.stop_immediately();
+  cluster.stop_immediate();
   // Noticed without traffic: the background validation finds the dead connections.
   ASSERT_TRUE(eventually([&] { return pool.state() == PoolState::kRecovering; }));
   EXPECT_FALSE(can_serve(pool.get_statistics()));
@@ -55,8 +55,8 @@ TEST(RecoveryIntegration, PoolRecoversAfterTheDatabaseRestarts) {
 }
 
 TEST(RecoveryIntegration, StartsWhileTheDatabaseIsDownAndComesUpLater) {
-  ScopedCluster cluster;
-  cluster.stop_immediately();
+  TempCluster cluster;
+  cluster.stop_immediate();
   PoolConfig c;
   c.database_url = cluster.url();
   c.init_timeout = 300ms;
