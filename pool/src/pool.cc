@@ -391,6 +391,9 @@ void PoolCore::connector_loop() {
         outage_ended_at_ = connected;
       }
       consecutive_failures_ = 0;
+      // Likewise, waiting for the first connections of a starting pool is
+      // start-up, not load.
+      if (!initialized_) outage_ended_at_ = connected;
       if (!hand_to_waiter_locked(raw, connected)) idle_.push_back(raw);
       const bool just_initialized = !initialized_ && slots_.size() >= config_.min_size;
       if (just_initialized) {

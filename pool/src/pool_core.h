@@ -148,6 +148,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::uint64_t consecutive_failures_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
   Clock::time_point next_connect_at_ POOLSCOPE_GUARDED_BY(mutex_){};
   Clock::time_point last_validated_ POOLSCOPE_GUARDED_BY(mutex_){};
+  // Waits that began before this (an outage, start-up) are not load.
   Clock::time_point outage_ended_at_ POOLSCOPE_GUARDED_BY(mutex_){};
   std::mt19937_64 jitter_ POOLSCOPE_GUARDED_BY(mutex_);
 

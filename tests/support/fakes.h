@@ -55,6 +55,9 @@ struct FakeServer {
   std::atomic<int> connects{0};
   std::atomic<int> validations{0};
   std::atomic<int> closed{0};
+  /// Runs at the start of every connect() (set before the pool exists), e.g.
+  /// to make connecting take fake time or to hold it until a test is ready.
+  std::function<void()> before_connect;
 };
 
 class FakeConnection final : public Connection {
@@ -88,6 +91,7 @@ class FakeFactory final : public ConnectionFactory {
  public:
   explicit FakeFactory(std::shared_ptr<FakeServer> server) : server_(std::move(server)) {}
   std::unique_ptr<Connection> connect() override {
+    if (server_->before_connect) server_->before_connect();
     if (server_->down) throw Error("Database connection refused: fake server is down");
     ++server_->connects;
     return std::make_unique<FakeConnection>(server_);

@@ -341,6 +341,24 @@ TEST_F(PoolTest, RecoversWithBackoffWhenTheDatabaseComesBack) {
   EXPECT_EQ(s.error_count(ErrorType::kConnectionFailed), s.connection_failures + 1);  // + init timeout
 }
 
+TEST_F(PoolTest, WaitingWhileThePoolStartsIsNotCountedAsLoad) {
+  std::atomic<bool> caller_queued{false};
+  server_->before_connect = [this, &caller_queued] {
+    while (!caller_queued) std::this_thread::sleep_for(1ms);
+    clock_->advance(300ms);  // each connect takes 300 ms of fake time
+  };
+  auto pool = make_pool(config());
+  std::thread caller([&] { auto handle = pool->acquire(); });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  caller_queued = true;
+  caller.join();
+  ASSERT_TRUE(pool->wait_until_ready());
+  const auto s = pool->get_statistics();
+  EXPECT_GE(s.peak_wait_time_ms, 300.0);         // the lifetime statistics keep it
+  EXPECT_EQ(s.recent_peak_wait_time_ms, 0.0);    // health does not: start-up is not load
+  EXPECT_EQ(s.health, HealthStatus::kHealthy);
+}
+
 TEST_F(PoolTest, WaiterIsServedWhenTheDatabaseReturnsWithinItsTimeout) {
   auto c = config();
   c.min_size = 0;
