@@ -320,16 +320,20 @@ TEST_F(PoolTest, RecoversWithBackoffWhenTheDatabaseComesBack) {
   ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kRecovering; }));
   EXPECT_FALSE(can_serve(pool->get_statistics()));
   // The first retry came 1 s after the first failure; then the delays are
-  // 2 s, 4 s, and the last one repeats. Each step lets exactly one attempt through.
-  ASSERT_TRUE(eventually([&] { return pool->get_statistics().reconnect_attempts == 1; }));
+  // 2 s, 4 s, and the last one repeats. Each step lets exactly one attempt
+  // through. An attempt is counted when it starts, its failure (which fixes
+  // the time of the next one) when it ends: wait for the failure.
+  const auto attempts = [&] { return pool->get_statistics().reconnect_attempts; };
+  const auto failures = [&] { return pool->get_statistics().connection_failures; };
+  ASSERT_TRUE(eventually([&] { return attempts() == 1 && failures() == 2; }));
   std::uint64_t expected = 1;
   for (auto step : {2s, 4s, 4s}) {
     clock_->advance(step - 1ms);
-    const auto attempts = [&] { return pool->get_statistics().reconnect_attempts; };
     EXPECT_FALSE(eventually([&] { return attempts() > expected; }, 50ms)) << "retried too early";
     clock_->advance(1ms);
     ++expected;
-    ASSERT_TRUE(eventually([&] { return attempts() == expected; })) << "attempts: " << attempts();
+    ASSERT_TRUE(eventually([&] { return attempts() == expected && failures() == expected + 1; }))
+        << "attempts: " << attempts() << ", failures: " << failures();
   }
   server_->down = false;
   clock_->advance(4s);
