@@ -44,7 +44,13 @@ TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
     auto handle = a->acquire();
     handle.mark_broken();  // replaced by a connection opened while metrics are attached
   }
-  ASSERT_TRUE(testing::eventually([&] { return a->get_statistics().connections_created == 3; }));
+  // The replacement is counted under the pool lock and observed by the
+  // histogram just after it: wait for the histogram.
+  ASSERT_TRUE(testing::eventually([&] {
+    return scrape(registry_, metrics)
+               .find("codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} 1") !=
+           std::string::npos;
+  }));
   const std::string text = scrape(registry_, metrics);
   for (const std::string expected :
        {"# TYPE codebase_mcp_pool_connections_total untyped",
