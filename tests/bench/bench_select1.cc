@@ -221,6 +221,26 @@ std::uint32_t since(Clock::time_point started) {
   return static_cast<std::uint32_t>(std::min<std::int64_t>(ns, UINT32_MAX));
 }
 
+/// drive() with the cycle both pools are measured by: borrow from `pool`
+/// (the acquire latency is the time until the handle is held), SELECT 1,
+/// give the connection back when the handle goes out of scope. One template,
+/// so poolscope and NaivePool run the same query path by construction.
+template <typename Pool>
+double drive_pooled(const Options& options, std::vector<WorkerResult>& results, Pool& pool) {
+  const bool prepared = options.query == "prepared";
+  return drive(options, results, [&](WorkerResult& result, bool record) {
+    try {
+      const auto started = Clock::now();
+      auto connection = pool.acquire();
+      if (record) result.acquire_ns.push_back(since(started));
+      const bool ok = run_select1(*connection, prepared);
+      if (record) ++(ok ? result.queries : result.errors);
+    } catch (const std::exception&) {
+      if (record) ++result.errors;
+    }
+  });
+}
+
 double run_poolscope(const Options& options, std::vector<WorkerResult>& results) {
   poolscope::PoolConfig config;
   config.database_url = options.database_url;
@@ -249,18 +269,7 @@ double run_poolscope(const Options& options, std::vector<WorkerResult>& results)
       }
     });
   }
-  const bool prepared = options.query == "prepared";
-  const double seconds = drive(options, results, [&](WorkerResult& result, bool record) {
-    try {
-      const auto started = Clock::now();
-      auto connection = pool.acquire();
-      if (record) result.acquire_ns.push_back(since(started));
-      const bool ok = run_select1(*connection, prepared);
-      if (record) ++(ok ? result.queries : result.errors);
-    } catch (const std::exception&) {
-      if (record) ++result.errors;
-    }
-  });
+  const double seconds = drive_pooled(options, results, pool);
   stop_scraping = true;
   if (scraper.joinable()) scraper.join();
   if (metrics) metrics->remove(pool);
@@ -269,18 +278,7 @@ double run_poolscope(const Options& options, std::vector<WorkerResult>& results)
 
 double run_naive(const Options& options, std::vector<WorkerResult>& results) {
   NaivePool pool(options.database_url, options.max_size);
-  const bool prepared = options.query == "prepared";
-  return drive(options, results, [&](WorkerResult& result, bool record) {
-    try {
-      const auto started = Clock::now();
-      auto connection = pool.acquire();
-      if (record) result.acquire_ns.push_back(since(started));
-      const bool ok = run_select1(*connection, prepared);
-      if (record) ++(ok ? result.queries : result.errors);
-    } catch (const std::exception&) {
-      if (record) ++result.errors;
-    }
-  });
+  return drive_pooled(options, results, pool);
 }
 
 // No pool: each worker owns one libpqxx connection for the whole run.
