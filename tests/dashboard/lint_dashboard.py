@@ -41,20 +41,18 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))
 
 import dashboard_queries as dq  # noqa: E402
+import loopback  # noqa: E402  (tests/support: processes and servers on 127.0.0.1)
 import promql  # noqa: E402
 
 EXPECTED_UID = "poolscope-pool"
@@ -247,90 +245,23 @@ def call_quantile(node: promql.Call) -> Optional[float]:
 
 # --- Prometheus -------------------------------------------------------------
 
-class PrometheusServer:
-    """A throwaway Prometheus on a free loopback port (context manager)."""
+class PrometheusServer(loopback.Server):
+    """A throwaway Prometheus on a free loopback port with an empty
+    configuration, in a temporary directory removed on stop (context manager)."""
 
-    READY_POLLS = 600  # x 0.1 s between polls
-    START_ATTEMPTS = 3  # the free port can be taken between probe and bind
+    name = "prometheus"
+    temp_prefix = "poolscope-dashboard-prom."
 
     def __init__(self, binary: str = "prometheus"):
-        self.binary = binary
-        self.url = ""
-        self.process: Optional[subprocess.Popen] = None
-        self.workdir = ""
-
-    def __enter__(self) -> "PrometheusServer":
-        self.workdir = tempfile.mkdtemp(prefix="poolscope-dashboard-prom.")
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @staticmethod
-    def free_port() -> int:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-    def _start(self) -> None:
-        binary = shutil.which(self.binary)
-        if binary is None:
-            raise RuntimeError(f"{self.binary} not found; install the Debian package prometheus (scripts/setup)")
-        config = os.path.join(self.workdir, "prometheus.yml")
-        with open(config, "w", encoding="utf-8") as f:
+        super().__init__(binary)
+        self.config_path = os.path.join(self.workdir, "prometheus.yml")
+        with open(self.config_path, "w", encoding="utf-8") as f:
             f.write("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-        log_path = os.path.join(self.workdir, "prometheus.log")
-        for _ in range(self.START_ATTEMPTS):
-            port = self.free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            with open(log_path, "wb") as log:
-                self.process = subprocess.Popen(
-                    [binary, f"--config.file={config}",
-                     f"--storage.tsdb.path={os.path.join(self.workdir, 'data')}",
-                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-            if self._wait_ready():
-                return
-            self.stop_process()
-        with open(log_path, encoding="utf-8", errors="replace") as log:
-            tail = log.read()[-2000:]
-        raise RuntimeError(f"Prometheus did not become ready:\n{tail}")
 
-    def _wait_ready(self) -> bool:
-        for _ in range(self.READY_POLLS):
-            if self.process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.1)
-        return False
-
-    def stop_process(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def stop(self) -> None:
-        try:
-            self.stop_process()
-        finally:
-            if self.workdir:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-                self.workdir = ""
+    def command(self, port: int) -> List[str]:
+        return [self.binary, f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={os.path.join(self.workdir, 'data')}",
+                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
 
 
 def prometheus_query_error(url: str, expr: str) -> Optional[str]:
@@ -759,8 +690,7 @@ def lint(dashboard: dict, catalog: Optional[MetricCatalog], prometheus_url: Opti
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(os.path.dirname(here))
+    root = os.path.dirname(os.path.dirname(HERE))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dashboard", default=os.path.join(root, "grafana", "connection-pool-dashboard.json"))
     parser.add_argument("--metrics-doc", default=os.path.join(root, "docs", "metrics.md"),

@@ -56,7 +56,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,7 +63,6 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -74,19 +72,18 @@ SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "exporter"))
 
 import harness  # noqa: E402  (the exporter tests' process helpers)
+# The process and server helpers, shared with tests/dashboard; imported here
+# by name so that stack.free_port, stack.stop_processes, ... stay as they were.
+from loopback import (OPENER, READY_TIMEOUT_S, STOP_TIMEOUT_S, START_ATTEMPTS,  # noqa: E402,F401
+                      Server, ServerError, Startable, die_with_parent, free_port, log_errors,
+                      log_tail, signal_group, spawn, stop_processes)
 
 SHIPPED_RULES = os.path.join(SOURCE_DIR, "rules", "codebase-mcp-pool.yml")
 SHIPPED_ALERTMANAGER_CONFIG = os.path.join(SOURCE_DIR, "rules", "alertmanager.yml")
 SCRAPE_JOB = "poolscope"
 
-# Bounds on waiting. Generous: the machine's two cores are shared.
-READY_TIMEOUT_S = 90
-STOP_TIMEOUT_S = 45
-START_ATTEMPTS = 3  # a free port can be taken between probing and binding
-
-
-class StackError(RuntimeError):
-    """Something the stack needs is missing or a process failed to start."""
+# Something the stack needs is missing or a process failed to start.
+StackError = ServerError
 
 
 class _ReadableDumper(yaml.SafeDumper):
@@ -106,7 +103,7 @@ def _dump_yaml(document, stream) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Durations, ports, processes, HTTP
+# Durations, HTTP (ports and processes: loopback.py)
 
 
 DURATION_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -129,72 +126,10 @@ def format_duration(seconds: float) -> str:
     return f"{milliseconds // 1000}s"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _die_with_parent(command: Sequence[str]) -> List[str]:
-    """`command` prefixed so the kernel kills it when this process dies."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else list(command)
-
-
-def spawn(command: Sequence[str], log_path: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-    """Starts `command` in its own session, stdout and stderr into log_path."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(_die_with_parent(command), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def signal_group(process: subprocess.Popen, sig: int) -> None:
-    """Sends `sig` to the session `process` leads (it and anything it started)."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def stop_processes(processes: Sequence[subprocess.Popen], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM to all at once, then waits; whatever is still running after
-    timeout_s gets SIGKILL."""
-    for process in processes:
-        signal_group(process, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            signal_group(process, signal.SIGKILL)
-            process.wait()
-
-
-def log_tail(path: str, lines: int = 20) -> str:
-    try:
-        with open(path, "rb") as log:
-            return b"".join(log.readlines()[-lines:]).decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def log_errors(path: str, lines: int = 20) -> str:
-    """The error lines of a Prometheus-style log (level=error/fatal), or its
-    tail when it has none: why a server did not start."""
-    text = log_tail(path, 1000)
-    errors = [line for line in text.splitlines() if re.search(r"\blevel=(error|fatal)\b", line)]
-    return "\n".join(errors[-lines:]) + "\n" if errors else log_tail(path, lines)
-
-
-# Loopback traffic never goes through a proxy, whatever the environment says.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 def http_get(url: str, timeout: float = 10) -> harness.Response:
     """One GET; HTTP error statuses are returned, not raised."""
     try:
-        with _OPENER.open(url, timeout=timeout) as response:
+        with OPENER.open(url, timeout=timeout) as response:
             return harness.Response(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:
         return harness.Response(error.code, error.headers, error.read())
@@ -202,13 +137,6 @@ def http_get(url: str, timeout: float = 10) -> harness.Response:
 
 def http_json(url: str, timeout: float = 10):
     return json.loads(http_get(url, timeout).body)
-
-
-def _endpoint_answers(url: str) -> bool:
-    try:
-        return http_get(url, timeout=2).status == 200
-    except (OSError, ValueError):
-        return False
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +387,7 @@ class StackExporter(harness.Exporter):
             args.append(f"--workload.workers={spec.workload_workers}")
         args.extend(spec.args)
         self.process = subprocess.Popen(
-            _die_with_parent([binary, "--web.listen-address=127.0.0.1:0", *args]),
+            die_with_parent([binary, "--web.listen-address=127.0.0.1:0", *args]),
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=environment,
             start_new_session=True)
         self.port = None
@@ -478,59 +406,7 @@ class StackExporter(harness.Exporter):
         self.log.close()
 
 
-class _Server:
-    """A Prometheus-style server started on a free loopback port; retries with
-    another port when the one it was given was taken in the meantime."""
-
-    name = "server"
-
-    def __init__(self, binary: str, workdir: str):
-        if not shutil.which(binary):
-            raise StackError(f"{binary} not found; install it with scripts/setup")
-        self.binary = binary
-        self.workdir = workdir
-        os.makedirs(workdir, exist_ok=True)
-        self.log_path = os.path.join(workdir, f"{self.name}.log")
-        self.process: Optional[subprocess.Popen] = None
-        self.port: Optional[int] = None
-
-    def command(self, port: int) -> List[str]:
-        raise NotImplementedError
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "_Server":
-        for _ in range(START_ATTEMPTS):
-            self.port = free_port()
-            log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
-            self.process = spawn(self.command(self.port), self.log_path)
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while self.process.poll() is None and time.monotonic() < deadline:
-                if _endpoint_answers(f"{self.url}/-/ready"):
-                    return self
-                time.sleep(0.1)
-            if self.process.poll() is None:
-                self.stop()
-                raise StackError(f"{self.name} did not become ready within {READY_TIMEOUT_S} s; "
-                                 f"its log ({self.log_path}) ends:\n{log_tail(self.log_path)}")
-            with open(self.log_path, "rb") as log:
-                log.seek(log_start)
-                if b"address already in use" not in log.read():
-                    break
-        raise StackError(f"{self.name} exited with status {self.process.returncode}; "
-                         f"from its log ({self.log_path}):\n{log_errors(self.log_path)}")
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_processes([self.process])
-
-
-class Prometheus(_Server):
+class Prometheus(Server):
     """Debian's prometheus with a generated configuration."""
 
     name = "prometheus"
@@ -600,7 +476,7 @@ class Prometheus(_Server):
         return self.api("series", **{"match[]": match})
 
 
-class Alertmanager(_Server):
+class Alertmanager(Server):
     """Debian's prometheus-alertmanager, clustering off, own storage."""
 
     name = "alertmanager"
@@ -624,7 +500,7 @@ class Alertmanager(_Server):
 # The stack
 
 
-class Stack:
+class Stack(Startable):
     """Exporters + Prometheus + Alertmanager + receiver; a context manager.
 
     exporter_binary      path of poolscope-exporter
@@ -684,18 +560,7 @@ class Stack:
         self.prometheus: Optional[Prometheus] = None
         self._stopped = False
 
-    # -- lifecycle
-
-    def __enter__(self) -> "Stack":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    # -- lifecycle (entering `with` starts the stack, leaving it stops it)
 
     def start(self) -> "Stack":
         self.receiver = NotificationReceiver(os.path.join(self.workdir, "notifications.jsonl"))

@@ -1,0 +1,193 @@
+"""Child processes and Prometheus-style servers on 127.0.0.1, for test scripts.
+
+Standard library only, so any test script can import it (stack.py builds the
+whole monitoring stack on it; tests/dashboard/lint_dashboard.py starts its
+throwaway Prometheus with it). Scripts outside tests/support put this folder
+on sys.path first.
+
+  free_port()            a port that was free on 127.0.0.1 a moment ago
+  spawn(command, log)    a child in its own session, killed with this process
+  stop_processes(ps)     SIGTERM to all, SIGKILL to whatever outlives the grace
+  log_tail, log_errors   why a server did not start, from its log
+  Startable              start() on `with`, stop() on leaving it (or when start fails)
+  Server                 a server on a free port, retried when the port was
+                         taken in the meantime, ready once /-/ready answers 200
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from typing import Dict, List, Optional, Sequence
+
+# Bounds on waiting. Generous: the machine's two cores are shared.
+READY_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 45
+START_ATTEMPTS = 3  # a free port can be taken between probing and binding
+
+
+class ServerError(RuntimeError):
+    """Something a server needs is missing or a process failed to start."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def die_with_parent(command: Sequence[str]) -> List[str]:
+    """`command` prefixed so the kernel kills it when this process dies."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *command] if setpriv else list(command)
+
+
+def spawn(command: Sequence[str], log_path: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Starts `command` in its own session, stdout and stderr into log_path."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(die_with_parent(command), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def signal_group(process: subprocess.Popen, sig: int) -> None:
+    """Sends `sig` to the session `process` leads (it and anything it started)."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_processes(processes: Sequence[subprocess.Popen], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to all at once, then waits; whatever is still running after
+    timeout_s gets SIGKILL."""
+    for process in processes:
+        signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def log_tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as log:
+            return b"".join(log.readlines()[-lines:]).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_errors(path: str, lines: int = 20) -> str:
+    """The error lines of a Prometheus-style log (level=error/fatal), or its
+    tail when it has none: why a server did not start."""
+    text = log_tail(path, 1000)
+    errors = [line for line in text.splitlines() if re.search(r"\blevel=(error|fatal)\b", line)]
+    return "\n".join(errors[-lines:]) + "\n" if errors else log_tail(path, lines)
+
+
+# Loopback traffic never goes through a proxy, whatever the environment says.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def endpoint_answers(url: str, timeout: float = 2) -> bool:
+    """Whether a GET of `url` answers 200."""
+    try:
+        with OPENER.open(url, timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, ValueError):  # HTTP error statuses are URLErrors, so OSErrors
+        return False
+
+
+class Startable:
+    """A context manager over start() and stop(): `with` starts it and stops
+    it again on the way out, and a start that fails half way is stopped too."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Server(Startable):
+    """A Prometheus-style server started on a free loopback port; retries with
+    another port when the one it was given was taken in the meantime.
+
+    Subclasses give `name` and command(port). With no workdir, the server
+    makes a temporary one (prefix `temp_prefix`) and removes it on stop()."""
+
+    name = "server"
+    temp_prefix = "poolscope-server."
+
+    def __init__(self, binary: str, workdir: Optional[str] = None):
+        if not shutil.which(binary):
+            raise ServerError(f"{binary} not found; install it with scripts/setup")
+        self.binary = binary
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix=self.temp_prefix)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.log_path = os.path.join(self.workdir, f"{self.name}.log")
+        self.process: Optional[subprocess.Popen] = None
+        self.port: Optional[int] = None
+
+    def command(self, port: int) -> List[str]:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Server":
+        for _ in range(START_ATTEMPTS):
+            self.port = free_port()
+            log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+            self.process = spawn(self.command(self.port), self.log_path)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if endpoint_answers(f"{self.url}/-/ready"):
+                    return self
+                time.sleep(0.1)
+            if self.process.poll() is None:
+                self.stop_process()
+                raise ServerError(f"{self.name} did not become ready within {READY_TIMEOUT_S} s; "
+                                  f"its log ({self.log_path}) ends:\n{log_tail(self.log_path)}")
+            with open(self.log_path, "rb") as log:
+                log.seek(log_start)
+                if b"address already in use" not in log.read():
+                    break
+        raise ServerError(f"{self.name} exited with status {self.process.returncode}; "
+                          f"from its log ({self.log_path}):\n{log_errors(self.log_path)}")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop_process(self) -> None:
+        if self.process is not None:
+            stop_processes([self.process])
+
+    def stop(self) -> None:
+        """Stops the process; removes the work directory if it made it. Safe to call twice."""
+        try:
+            self.stop_process()
+        finally:
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
