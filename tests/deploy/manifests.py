@@ -30,6 +30,10 @@ import tempfile
 
 import yaml
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "support"))
+
+import checks  # noqa: E402  (tests/support: YAML, command line, report)
+
 EXPORTER_PORT = 9839
 failures = []
 
@@ -183,18 +187,10 @@ def check_systemd(root):
 
 
 def main(argv):
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    root = pathlib.Path(argv[0]).resolve()
+    [root] = checks.command_line(argv, __doc__, 1)
     check_kubernetes(root)
     check_systemd(root)
-    for message in failures:
-        print(f"FAIL: {message}", file=sys.stderr)
-    if failures:
-        return 1
-    print("deploy manifests: Kubernetes and systemd checks passed")
-    return 0
+    return checks.report(failures, "deploy manifests: Kubernetes and systemd checks passed")
 
 
 if __name__ == "__main__":

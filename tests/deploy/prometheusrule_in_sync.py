@@ -17,15 +17,16 @@ import tempfile
 
 import yaml
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "support"))
+
+import checks  # noqa: E402  (tests/support: YAML, command line, report)
+
 
 def main(argv):
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    root, promtool = pathlib.Path(argv[0]).resolve(), argv[1]
+    root, promtool = checks.command_line(argv, __doc__, 2)
     generate = root / "deploy" / "generate"
     committed_path = root / "deploy" / "kubernetes" / "prometheusrule.yaml"
-    rules_path = root / "rules" / "codebase-mcp-pool.yml"
+    rules_path = root / checks.RULES
     failures = []
 
     generated = subprocess.run([sys.executable, str(generate), "--rules", str(rules_path),
@@ -39,7 +40,7 @@ def main(argv):
                         "run deploy/generate and commit the result")
 
     document = yaml.safe_load(committed)
-    rules = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
+    rules = checks.load_yaml(rules_path)
     if document.get("apiVersion") != "monitoring.coreos.com/v1" or document.get("kind") != "PrometheusRule":
         failures.append("prometheusrule.yaml: expected apiVersion monitoring.coreos.com/v1, kind PrometheusRule")
     if not document.get("metadata", {}).get("name"):
@@ -74,12 +75,7 @@ def main(argv):
                 if before_rest != after_rest:
                     failures.append(f"--runbook-base changed more than runbook_url in {before}")
 
-    for message in failures:
-        print(f"FAIL: {message}", file=sys.stderr)
-    if failures:
-        return 1
-    print("prometheusrule.yaml: in sync with rules/codebase-mcp-pool.yml and valid")
-    return 0
+    return checks.report(failures, "prometheusrule.yaml: in sync with rules/codebase-mcp-pool.yml and valid")
 
 
 if __name__ == "__main__":

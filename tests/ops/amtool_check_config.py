@@ -22,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 
-import yaml
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "support"))
+
+import checks  # noqa: E402  (tests/support: YAML, command line, report)
 
 INLINE_SECRETS = {"api_url", "routing_key", "service_key", "url", "api_key",
                   "auth_password", "bot_token", "token", "webhook_url"}
@@ -90,11 +92,8 @@ def sample_data(rules):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    root, amtool = pathlib.Path(argv[0]).resolve(), argv[1]
-    config_path = root / "rules" / "alertmanager.yml"
+    root, amtool = checks.command_line(argv, __doc__, 2)
+    config_path = root / checks.ALERTMANAGER_CONFIG
 
     check = subprocess.run([amtool, "check-config", str(config_path)],
                            capture_output=True, text=True)
@@ -102,7 +101,7 @@ def main(argv):
     if check.returncode != 0:
         fail(f"amtool check-config exited {check.returncode}: {check.stderr.strip()}")
 
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config = checks.load_yaml(config_path)
     for path, key, value in walk(config):
         if key in INLINE_SECRETS and value:
             fail(f"{path}.{key}: secret inlined; use {key}_file")
@@ -121,7 +120,7 @@ def main(argv):
     if config.get("route", {}).get("receiver") not in receivers:
         fail("route: the default receiver is not defined")
 
-    rules = yaml.safe_load((root / "rules" / "codebase-mcp-pool.yml").read_text(encoding="utf-8"))
+    rules = checks.load_rules(root)
     with tempfile.TemporaryDirectory(prefix="poolscope-am-") as tmp:
         data_file = pathlib.Path(tmp) / "data.json"
         data_file.write_text(json.dumps(sample_data(rules)), encoding="utf-8")
@@ -141,12 +140,7 @@ def main(argv):
         if rendered == 0:
             fail("receivers: no notification templates found")
 
-    for message in failures:
-        print(f"FAIL: {message}", file=sys.stderr)
-    if failures:
-        return 1
-    print(f"alertmanager config: valid, {rendered} templates rendered")
-    return 0
+    return checks.report(failures, f"alertmanager config: valid, {rendered} templates rendered")
 
 
 if __name__ == "__main__":

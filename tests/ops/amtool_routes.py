@@ -13,7 +13,9 @@ import pathlib
 import subprocess
 import sys
 
-import yaml
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "support"))
+
+import checks  # noqa: E402  (tests/support: YAML, command line, report)
 
 
 def route(amtool, config, labels, expected=None):
@@ -25,11 +27,8 @@ def route(amtool, config, labels, expected=None):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    root, amtool = pathlib.Path(argv[0]).resolve(), argv[1]
-    config = root / "rules" / "alertmanager.yml"
+    root, amtool = checks.command_line(argv, __doc__, 2)
+    config = root / checks.ALERTMANAGER_CONFIG
     cases_file = root / "rules" / "tests" / "alertmanager-routes.txt"
     failures = []
 
@@ -50,8 +49,8 @@ def main(argv):
     if cases == 0:
         failures.append(f"{cases_file.name}: no cases")
 
-    default = yaml.safe_load(config.read_text(encoding="utf-8"))["route"]["receiver"]
-    rules = yaml.safe_load((root / "rules" / "codebase-mcp-pool.yml").read_text(encoding="utf-8"))
+    default = checks.load_yaml(config)["route"]["receiver"]
+    rules = checks.load_rules(root)
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "alert" not in rule:
@@ -63,12 +62,7 @@ def main(argv):
                 failures.append(f"alert {rule['alert']} routes to {got!r} (exit {code}); "
                                 "expected a receiver that notifies someone")
 
-    for message in failures:
-        print(f"FAIL: {message}", file=sys.stderr)
-    if failures:
-        return 1
-    print(f"alertmanager routes: {cases} cases passed, every shipped alert notifies")
-    return 0
+    return checks.report(failures, f"alertmanager routes: {cases} cases passed, every shipped alert notifies")
 
 
 if __name__ == "__main__":

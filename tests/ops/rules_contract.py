@@ -18,7 +18,9 @@ import pathlib
 import re
 import sys
 
-import yaml
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "support"))
+
+import checks  # noqa: E402  (tests/support: YAML, command line, report)
 
 # The guide's alerting rules: name -> (severity, for).
 GUIDE_ALERTS = {
@@ -161,7 +163,7 @@ def check_tests(root, rules, alerts):
         fail("rules/tests: no *.test.yml files")
     for path in files:
         where = path.relative_to(root)
-        suite = yaml.safe_load(path.read_text(encoding="utf-8"))
+        suite = checks.load_yaml(path)
         order = suite.get("group_eval_order")
         if order != group_names:
             fail(f"{where}: group_eval_order {order!r}, expected {group_names!r} "
@@ -180,19 +182,11 @@ def check_tests(root, rules, alerts):
 
 
 def main(argv):
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    root = pathlib.Path(argv[0]).resolve()
-    rules = yaml.safe_load((root / "rules" / "codebase-mcp-pool.yml").read_text(encoding="utf-8"))
+    [root] = checks.command_line(argv, __doc__, 1)
+    rules = checks.load_rules(root)
     alerts = check_rules(root, rules)
     check_tests(root, rules, alerts)
-    for message in failures:
-        print(f"FAIL: {message}", file=sys.stderr)
-    if failures:
-        return 1
-    print(f"rules contract: {len(alerts)} alerts checked")
-    return 0
+    return checks.report(failures, f"rules contract: {len(alerts)} alerts checked")
 
 
 if __name__ == "__main__":
