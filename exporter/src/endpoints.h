@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -78,6 +79,8 @@ class Endpoints {
   const std::unique_ptr<RateLimiter> rate_limiter_;
   McpServer mcp_server_;
   std::atomic<bool> shutting_down_{false};
+  /// Size of the last metrics page, to reserve the next one's buffer at once.
+  mutable std::atomic<std::size_t> metrics_size_hint_{0};
 };
 
 /// True when the MCP request's Origin header is acceptable: absent, or naming
