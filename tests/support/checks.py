@@ -1,6 +1,7 @@
 """What the checks of the shipped files (tests/ops, tests/deploy) share: reading
 their YAML, the command line `<check> <source root> [tool ...]`, and the
 report (a FAIL line each on stderr, exit 1; else one line and exit 0).
+stack.py reads the files it makes test copies of with load_yaml too.
 
 Needs Debian's python3-yaml (the tests run /usr/bin/python3). Scripts outside
 tests/support put this folder on sys.path first.

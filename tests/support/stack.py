@@ -77,6 +77,7 @@ import harness  # noqa: E402  (the exporter tests' process helpers)
 from loopback import (OPENER, READY_TIMEOUT_S, STOP_TIMEOUT_S, START_ATTEMPTS,  # noqa: E402,F401
                       Server, ServerError, Startable, die_with_parent, free_port, log_errors,
                       log_tail, signal_group, spawn, stop_processes)
+from checks import load_yaml  # noqa: E402
 
 SHIPPED_RULES = os.path.join(SOURCE_DIR, "rules", "codebase-mcp-pool.yml")
 SHIPPED_ALERTMANAGER_CONFIG = os.path.join(SOURCE_DIR, "rules", "alertmanager.yml")
@@ -151,8 +152,7 @@ def rules_test_copy(source: str, destination: str,
     for_seconds(alertname, seconds) gives each alert's new `for:` (seconds);
     group_interval replaces every group's evaluation `interval`. Expressions,
     labels and annotations are copied unchanged."""
-    with open(source, encoding="utf-8") as f:
-        document = yaml.safe_load(f)
+    document = load_yaml(source)
     for group in document.get("groups", []):
         if group_interval is not None:
             group["interval"] = group_interval
@@ -192,8 +192,7 @@ def alertmanager_test_copy(source: str, destination: str, receiver_url: str, sec
     PagerDuty key is `routing_key`, the Slack file holds the receiver's URL), and,
     when route_timing is given, those keys (group_wait, group_interval,
     repeat_interval) on every route that sets them or on the root route."""
-    with open(source, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
+    config = load_yaml(source)
     os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
 
     def secret_file(name: str, content: str) -> str:
@@ -779,7 +778,7 @@ def _command_up(args) -> int:
     for_seconds = divided_for(args.speedup) if args.speedup > 1 else None
     timing = None
     if args.speedup > 1:
-        source = yaml.safe_load(open(args.alertmanager_config, encoding="utf-8")).get("route", {})
+        source = load_yaml(args.alertmanager_config).get("route", {})
         timing = {key: format_duration(max(1.0, parse_duration(source[key]) / args.speedup))
                   for key in ("group_wait", "group_interval") if key in source}
 
