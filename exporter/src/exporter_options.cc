@@ -58,6 +58,9 @@ const MirroredFlag kMirroredFlags[] = {
      "graceful shutdown wait for active connections (default: 30s)"},
     {"--pool.validation-idle-threshold", "POOL_VALIDATION_IDLE_THRESHOLD", Kind::kDuration,
      "validate connections idle longer than this before hand-out (default: 1s)"},
+    {"--pool.probe-idle-threshold", "POOL_PROBE_IDLE_THRESHOLD", Kind::kDuration,
+     "poll the socket of connections idle longer than this before hand-out, 0 = always "
+     "(default: 1ms)"},
     {"--pool.health-check-interval", "POOL_HEALTH_CHECK_INTERVAL", Kind::kDuration,
      "background validation period (default: 5s)"},
     {"--pool.healthy-headroom", "POOL_HEALTHY_HEADROOM", Kind::kFraction,

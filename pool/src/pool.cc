@@ -106,24 +106,33 @@ void PoolCore::start() {
 
 // ---------------------------------------------------------------- acquire
 
-PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location site,
-                                   void* caller) {
+Slot* PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location site,
+                        void* caller) {
   const Clock::time_point started = clock_->now();
   const Clock::time_point deadline = started + timeout;
-  Lock lock(mutex_);
+  // One clock read on the fast path: when the lock is free, no time worth
+  // measuring passes between `started` and holding it. Every pass that
+  // follows a wait for the lock (or a connection closed on the way) reads
+  // the clock again.
+  Lock lock(mutex_, std::try_to_lock);
+  Clock::time_point now = started;
+  bool now_is_fresh = lock.owns_lock();
+  if (!now_is_fresh) lock.lock();
   for (;;) {
     if (closing_) throw PoolClosed();
 
     // Fast path: a connection is idle and nobody queued before us.
     if (waiters_.empty() && !idle_.empty()) {
-      Clock::time_point now = clock_->now();
-      if (now >= deadline) {
+      if (!now_is_fresh) {
+        now = clock_->now();
         // Earlier passes spent the time validating connections that failed.
-        throw_timeout_locked(lock, started, now);
+        if (now >= deadline) throw_timeout_locked(lock, started, now);
       }
+      now_is_fresh = false;
       Slot* slot = idle_.back();
       idle_.pop_back();
-      if (now - slot->last_used > config_.validation_idle_threshold) {
+      const auto idle_for = now - slot->last_used;
+      if (idle_for > config_.validation_idle_threshold) {
         // Idle long enough that the server may have dropped it: one round
         // trip, outside the lock, before handing it out.
         ++validating_;
@@ -152,10 +161,14 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
                               failure ? CloseReason::kValidation : CloseReason::kShutdown);
           continue;
         }
-      } else if (!slot->connection->probe()) {
+      } else if (idle_for > config_.probe_idle_threshold && !slot->connection->probe()) {
         // Killed while idle (pg_terminate_backend, server restart): never
         // hand it out. A non-blocking poll, no round trip; under the lock
-        // because the slot is not marked as lent yet.
+        // because the slot is not marked as lent yet. Skipped for a
+        // connection whose last round trip ended less than
+        // probe_idle_threshold ago: the system call costs more than the
+        // query's own share of the pool, and a kill that lands inside that
+        // window is the same as one that lands just after the probe.
         record_error_locked(ErrorType::kConnectionBroken,
                             "Idle connection was closed by the server", now);
         close_slot_unlocked(lock, slot, CloseReason::kBroken);
@@ -168,12 +181,12 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
       lend_locked(slot, started, now, site, caller);
       lock.unlock();
       notify_acquired(now - started);
-      return PooledConnection(shared_from_this(), slot);
+      return slot;
     }
 
     // Slow path: queue up. Whoever frees or opens a connection hands it to
     // the first waiter, so service is strictly first come, first served.
-    Waiter waiter;
+    Waiter& waiter = checkout_waiter_locked();
     waiter.started = started;
     waiter.site = site;
     waiter.caller = caller;
@@ -183,15 +196,18 @@ PooledConnection PoolCore::acquire(std::chrono::milliseconds timeout, std::sourc
       if (clock_->wait_until(waiter.cv, lock, deadline) == std::cv_status::timeout &&
           waiter.granted == nullptr && !waiter.closed) {
         waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &waiter));
+        spare_waiters_.push_back(&waiter);
         throw_timeout_locked(lock, started, clock_->now());
       }
     }
-    if (waiter.closed) throw PoolClosed();
+    const bool closed = waiter.closed;
     Slot* slot = waiter.granted;
+    spare_waiters_.push_back(&waiter);
+    if (closed) throw PoolClosed();
     const auto waited = slot->lent_at - started;
     lock.unlock();
     notify_acquired(waited);
-    return PooledConnection(shared_from_this(), slot);
+    return slot;
   }
 }
 
@@ -226,22 +242,31 @@ void PoolCore::lend_locked(Slot* slot, Clock::time_point started, Clock::time_po
   peak_wait_ms_ = std::max(peak_wait_ms_, waited_ms);
   peak_active_ = std::max(peak_active_, active_);
   // Waits that began during an outage were the outage's, not load's.
-  if (started >= outage_ended_at_) window_.record_wait(now, waited_ms);
-  window_.record_active(now, active_);
+  window_.record_acquisition(
+      now, started >= outage_ended_at_ ? std::optional<double>(waited_ms) : std::nullopt, active_);
 }
 
-bool PoolCore::hand_to_waiter_locked(Slot* slot, Clock::time_point now) {
-  if (waiters_.empty()) return false;
+Waiter& PoolCore::checkout_waiter_locked() {
+  if (spare_waiters_.empty()) {
+    waiter_store_.push_back(std::make_unique<Waiter>());
+    return *waiter_store_.back();
+  }
+  Waiter* waiter = spare_waiters_.back();
+  spare_waiters_.pop_back();
+  waiter->granted = nullptr;
+  waiter->closed = false;
+  return *waiter;
+}
+
+Waiter* PoolCore::hand_to_waiter_locked(Slot* slot, Clock::time_point now) {
+  if (waiters_.empty()) return nullptr;
   Waiter* waiter = waiters_.front();
   waiters_.pop_front();
   // The hand-over is accounted here, under the same lock as the release, so
   // no snapshot ever sees the connection as neither idle nor active.
   lend_locked(slot, waiter->started, now, waiter->site, waiter->caller);
   waiter->granted = slot;
-  // Notified under the lock: once unlocked, the waiter may return and
-  // destroy its condition variable.
-  waiter->cv.notify_one();
-  return true;
+  return waiter;
 }
 
 // ---------------------------------------------------------------- release
@@ -254,6 +279,7 @@ void PoolCore::release(Slot* slot) noexcept {
   const bool in_transaction = !broken && slot->connection->in_transaction();
   std::unique_ptr<Slot> doomed;
   std::optional<LeakReport> returned_leak;
+  Waiter* wake = nullptr;
   Lock lock(mutex_);
   const auto held = now - slot->lent_at;
   slot->lent = false;
@@ -278,13 +304,15 @@ void PoolCore::release(Slot* slot) noexcept {
       doomed = remove_slot_locked(slot, CloseReason::kShutdown);
     } else if (now >= slot->expires_at) {
       doomed = remove_slot_locked(slot, CloseReason::kLifetime);
-    } else if (!hand_to_waiter_locked(slot, now)) {
-      idle_.push_back(slot);
+    } else {
+      wake = hand_to_waiter_locked(slot, now);
+      if (wake == nullptr) idle_.push_back(slot);
     }
   }
   if (doomed && connection_deficit_locked() > 0) connector_cv_.notify_one();
   if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
   lock.unlock();
+  if (wake != nullptr) wake->cv.notify_one();
   doomed.reset();  // closes the connection, outside the lock
   notify_released(held);
   if (returned_leak) log_leak(config_.name, *returned_leak, true);
@@ -394,7 +422,8 @@ void PoolCore::connector_loop() {
       // Likewise, waiting for the first connections of a starting pool is
       // start-up, not load.
       if (!initialized_) outage_ended_at_ = connected;
-      if (!hand_to_waiter_locked(raw, connected)) idle_.push_back(raw);
+      Waiter* wake = hand_to_waiter_locked(raw, connected);
+      if (wake == nullptr) idle_.push_back(raw);
       const bool just_initialized = !initialized_ && slots_.size() >= config_.min_size;
       if (just_initialized) {
         initialized_ = true;
@@ -403,6 +432,7 @@ void PoolCore::connector_loop() {
       if (auto t = update_state_locked(connected)) transitions.push_back(*t);
       const std::size_t total = slots_.size();
       lock.unlock();
+      if (wake != nullptr) wake->cv.notify_one();
       notify_created(connected - connect_started);
       if (just_initialized) {
         log(LogLevel::kInfo,
@@ -564,6 +594,7 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
     }
     const Clock::time_point finished = clock_->now();
     std::unique_ptr<Slot> doomed;
+    Waiter* wake = nullptr;
     {
       Lock lock(mutex_);
       --validating_;
@@ -578,11 +609,13 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
         last_health_check_wall_ = clock_->wall_now();
         last_latency_ms_ = to_ms(finished - started);
         slot->last_used = finished;
-        if (!hand_to_waiter_locked(slot, finished)) idle_.insert(idle_.begin(), slot);
+        wake = hand_to_waiter_locked(slot, finished);
+        if (wake == nullptr) idle_.insert(idle_.begin(), slot);
       }
       if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
       if (connection_deficit_locked() > 0) connector_cv_.notify_one();
     }
+    if (wake != nullptr) wake->cv.notify_one();
     if (failure) {
       log(LogLevel::kWarning, *failure,
           {{"pool", config_.name}, {"connection_id", fmt::format("conn_{}", slot->id)}});
@@ -819,13 +852,18 @@ Pool::Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
 Pool::~Pool() { core_->shutdown(); }
 
 // noinline: the return address must be in the caller's code for leak reports.
+// The handle shares core_ (a reference count increment) rather than calling
+// shared_from_this(), whose weak-to-strong conversion is a compare-and-swap loop.
 __attribute__((noinline)) PooledConnection Pool::acquire(std::source_location site) {
-  return core_->acquire(core_->config().acquire_timeout, site, __builtin_return_address(0));
+  detail::Slot* slot =
+      core_->acquire(core_->config().acquire_timeout, site, __builtin_return_address(0));
+  return PooledConnection(core_, slot);
 }
 
 __attribute__((noinline)) PooledConnection Pool::acquire(std::chrono::milliseconds timeout,
                                                          std::source_location site) {
-  return core_->acquire(timeout, site, __builtin_return_address(0));
+  detail::Slot* slot = core_->acquire(timeout, site, __builtin_return_address(0));
+  return PooledConnection(core_, slot);
 }
 
 bool Pool::wait_until_ready() { return core_->wait_until_ready(); }

@@ -175,6 +175,7 @@ void PoolConfig::validate() const {
   check_range(shutdown_timeout, "POOL_SHUTDOWN_TIMEOUT", 0ms, "must not be negative");
   check_range(validation_idle_threshold, "POOL_VALIDATION_IDLE_THRESHOLD", 0ms,
               "must not be negative");
+  check_range(probe_idle_threshold, "POOL_PROBE_IDLE_THRESHOLD", 0ms, "must not be negative");
   check_range(health_check_interval, "POOL_HEALTH_CHECK_INTERVAL", 10ms, "must be at least 10ms");
   if (!(healthy_headroom > 0.0 && healthy_headroom <= 1.0)) {
     throw ConfigError("POOL_HEALTHY_HEADROOM", fmt::format("{}", healthy_headroom),
@@ -236,6 +237,7 @@ PoolConfig PoolConfig::from_env(
   with("POOL_LEAK_DETECTION_TIMEOUT", duration(config.leak_detection_timeout));
   with("POOL_SHUTDOWN_TIMEOUT", duration(config.shutdown_timeout));
   with("POOL_VALIDATION_IDLE_THRESHOLD", duration(config.validation_idle_threshold));
+  with("POOL_PROBE_IDLE_THRESHOLD", duration(config.probe_idle_threshold));
   with("POOL_HEALTH_CHECK_INTERVAL", duration(config.health_check_interval));
   with("POOL_HEALTHY_HEADROOM", [&](const std::string& value, const std::string& variable) {
     config.healthy_headroom = parse_fraction(value, variable);

@@ -46,9 +46,12 @@ struct Slot {
   std::atomic<bool> marked_broken{false};
 };
 
-/// A thread blocked in acquire(). Lives on that thread's stack; the pool
-/// only touches it under the mutex, and hands a connection over by setting
-/// `granted` (and accounting for the hand-over) before notifying.
+/// A thread blocked in acquire(). The pool owns every Waiter for its whole
+/// life and reuses them, so the thread that hands a connection over (by
+/// setting `granted` and accounting for it under the mutex) can notify after
+/// unlocking: the woken thread then finds the mutex free instead of waking
+/// only to block on it. A late notify that reaches a reused Waiter is a
+/// spurious wake-up, which every wait loop tolerates.
 struct Waiter {
   std::condition_variable cv;
   Slot* granted = nullptr;
@@ -62,15 +65,15 @@ struct Waiter {
 /// connection returned after the Pool object is gone still finds its pool.
 /// Thread-safe: one mutex (mutex_) guards everything below it; counters that
 /// are read without it are atomics.
-class PoolCore : public std::enable_shared_from_this<PoolCore> {
+class PoolCore {
  public:
   PoolCore(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
            std::shared_ptr<Clock> clock);
   ~PoolCore();
 
   void start();
-  PooledConnection acquire(std::chrono::milliseconds timeout, std::source_location site,
-                           void* caller);
+  /// The slot is lent to the caller, who wraps it in a PooledConnection.
+  Slot* acquire(std::chrono::milliseconds timeout, std::source_location site, void* caller);
   void release(Slot* slot) noexcept;
   bool wait_until_ready();
   PoolStatistics statistics() const;
@@ -93,7 +96,10 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
                                          Clock::time_point now);
   void lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
                    const std::source_location& site, void* caller);
-  bool hand_to_waiter_locked(Slot* slot, Clock::time_point now);
+  /// Lends `slot` to the first waiter and returns it, to be notified once
+  /// the lock is released; nullptr when nobody waits.
+  Waiter* hand_to_waiter_locked(Slot* slot, Clock::time_point now);
+  Waiter& checkout_waiter_locked();
   std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason);
   std::size_t connection_deficit_locked() const;
   /// No connection is open and opening one keeps failing.
@@ -135,7 +141,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::condition_variable drained_cv_;     // active reached 0 / ready changed
   std::vector<std::unique_ptr<Slot>> slots_ POOLSCOPE_GUARDED_BY(mutex_);
   std::vector<Slot*> idle_ POOLSCOPE_GUARDED_BY(mutex_);  // LIFO: hot connections stay hot
-  std::deque<Waiter*> waiters_ POOLSCOPE_GUARDED_BY(mutex_);
+  std::deque<Waiter*> waiters_ POOLSCOPE_GUARDED_BY(mutex_);  // FIFO
+  std::vector<std::unique_ptr<Waiter>> waiter_store_ POOLSCOPE_GUARDED_BY(mutex_);
+  std::vector<Waiter*> spare_waiters_ POOLSCOPE_GUARDED_BY(mutex_);
   std::size_t active_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
   std::size_t validating_ POOLSCOPE_GUARDED_BY(mutex_) = 0;  // idle, out for SELECT 1
   std::size_t pending_ POOLSCOPE_GUARDED_BY(mutex_) = 0;     // being opened

@@ -14,18 +14,17 @@ std::int64_t StatsWindow::second_of(Clock::time_point now) {
 
 StatsWindow::Bucket& StatsWindow::bucket_for(Clock::time_point now) {
   const std::int64_t second = second_of(now);
+  if (current_ != nullptr && current_->second == second) return *current_;
   Bucket& bucket = buckets_[static_cast<std::size_t>(second % static_cast<std::int64_t>(size_))];
   if (bucket.second != second) bucket = Bucket{second, 0.0, 0, 0};
+  current_ = &bucket;
   return bucket;
 }
 
-void StatsWindow::record_wait(Clock::time_point now, double wait_ms) {
+void StatsWindow::record_acquisition(Clock::time_point now, std::optional<double> wait_ms,
+                                     std::size_t active) {
   Bucket& bucket = bucket_for(now);
-  bucket.peak_wait_ms = std::max(bucket.peak_wait_ms, wait_ms);
-}
-
-void StatsWindow::record_active(Clock::time_point now, std::size_t active) {
-  Bucket& bucket = bucket_for(now);
+  if (wait_ms) bucket.peak_wait_ms = std::max(bucket.peak_wait_ms, *wait_ms);
   bucket.peak_active = std::max(bucket.peak_active, active);
 }
 

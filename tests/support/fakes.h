@@ -54,6 +54,7 @@ struct FakeServer {
   void terminate_all() { killed_below = generation.load(); }
   std::atomic<int> connects{0};
   std::atomic<int> validations{0};
+  std::atomic<int> probes{0};
   std::atomic<int> closed{0};
   /// Runs at the start of every connect() (set before the pool exists), e.g.
   /// to make connecting take fake time or to hold it until a test is ready.
@@ -68,7 +69,10 @@ class FakeConnection final : public Connection {
 
   bool is_open() const noexcept override { return open_.load(); }
   bool in_transaction() const noexcept override { return in_transaction_.load(); }
-  bool probe() noexcept override { return open_ && generation_ >= server_->killed_below; }
+  bool probe() noexcept override {
+    ++server_->probes;
+    return open_ && generation_ >= server_->killed_below;
+  }
   void validate(std::chrono::milliseconds /*timeout*/) override {
     ++server_->validations;
     if (server_->down || server_->fail_validation || !open_) {

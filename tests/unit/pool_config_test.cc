@@ -41,6 +41,8 @@ TEST(PoolConfig, DefaultsAreTheGuides) {
   EXPECT_TRUE(c.enable_leak_detection);
   EXPECT_EQ(c.leak_detection_timeout, 30s);
   EXPECT_EQ(c.shutdown_timeout, 30s);
+  EXPECT_EQ(c.validation_idle_threshold, 1s);
+  EXPECT_EQ(c.probe_idle_threshold, 1ms);
   EXPECT_EQ(c.log_level, LogLevel::kInfo);
 }
 
@@ -57,6 +59,9 @@ TEST(PoolConfig, ReadsEveryVariable) {
                              {"POOL_ENABLE_LEAK_DETECTION", "false"},
                              {"POOL_LEAK_DETECTION_TIMEOUT", "1m30s"},
                              {"POOL_SHUTDOWN_TIMEOUT", "10s"},
+                             {"POOL_VALIDATION_IDLE_THRESHOLD", "3s"},
+                             {"POOL_PROBE_IDLE_THRESHOLD", "20ms"},
+                             {"POOL_HEALTH_CHECK_INTERVAL", "15s"},
                              {"POOL_HEALTHY_HEADROOM", "0.9"},
                              {"POOL_DEGRADED_HEADROOM", "0.4"},
                              {"LOG_LEVEL", "debug"}});
@@ -72,6 +77,9 @@ TEST(PoolConfig, ReadsEveryVariable) {
   EXPECT_FALSE(c.enable_leak_detection);
   EXPECT_EQ(c.leak_detection_timeout, 90s);
   EXPECT_EQ(c.shutdown_timeout, 10s);
+  EXPECT_EQ(c.validation_idle_threshold, 3s);
+  EXPECT_EQ(c.probe_idle_threshold, 20ms);
+  EXPECT_EQ(c.health_check_interval, 15s);
   EXPECT_DOUBLE_EQ(c.healthy_headroom, 0.9);
   EXPECT_DOUBLE_EQ(c.degraded_headroom, 0.4);
   EXPECT_EQ(c.log_level, LogLevel::kDebug);
@@ -120,6 +128,9 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
             "invalid LOG_LEVEL='LOUD': expected DEBUG, INFO, WARNING, ERROR or CRITICAL");
   EXPECT_EQ(error_of({{"POOL_HEALTHY_HEADROOM", "1.5"}}),
             "invalid POOL_HEALTHY_HEADROOM='1.5': expected a fraction from 0 to 1, e.g. 0.8");
+  EXPECT_EQ(error_of({{"POOL_PROBE_IDLE_THRESHOLD", "soon"}}),
+            "invalid POOL_PROBE_IDLE_THRESHOLD='soon': expected a duration such as 30, 30s, 500ms, "
+            "2m or 1h30m (units ns, us, ms, s, m, h; a bare number means seconds)");
   EXPECT_EQ(error_of({{"POOL_NAME", ""}}), "invalid POOL_NAME='': expected 1 to 128 characters");
 }
 

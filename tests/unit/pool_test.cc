@@ -232,6 +232,7 @@ TEST_F(PoolTest, ConnectionKilledWhileIdleIsNeverHandedOut) {
     old_ids = {a.id(), b.id()};
   }
   server_->terminate_all();  // like pg_terminate_backend on both backends
+  clock_->advance(5ms);       // idle for longer than probe_idle_threshold (1 ms)
   // Hold as many connections as the pool may have: each old one must have
   // been met and refused on the way, none handed out.
   std::vector<PooledConnection> held;
@@ -242,6 +243,35 @@ TEST_F(PoolTest, ConnectionKilledWhileIdleIsNeverHandedOut) {
   const auto s = pool->get_statistics();
   EXPECT_EQ(s.closed(CloseReason::kBroken), 2u);
   EXPECT_EQ(s.error_count(ErrorType::kConnectionBroken), 2u);
+}
+
+TEST_F(PoolTest, ConnectionUsedMomentsAgoIsHandedOutWithoutAProbe) {
+  auto pool = make_pool(config());
+  ASSERT_TRUE(pool->wait_until_ready());
+  { auto handle = pool->acquire(); }
+  const int before = server_->probes.load();
+  { auto handle = pool->acquire(); }  // released 0 ms ago (fake time)
+  EXPECT_EQ(server_->probes.load(), before);
+  clock_->advance(2ms);
+  { auto handle = pool->acquire(); }
+  EXPECT_EQ(server_->probes.load(), before + 1);
+}
+
+TEST_F(PoolTest, ZeroProbeThresholdProbesEveryHandOut) {
+  auto c = config();
+  c.probe_idle_threshold = 0ms;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  std::uint64_t old_id = 0;
+  {
+    auto handle = pool->acquire();
+    old_id = handle.id();
+  }
+  clock_->advance(1ns);  // any idleness at all
+  server_->terminate_all();
+  auto handle = pool->acquire();
+  EXPECT_NE(handle.id(), old_id);
+  EXPECT_EQ(pool->get_statistics().closed(CloseReason::kBroken), 2u);
 }
 
 TEST_F(PoolTest, LongIdleConnectionIsValidatedBeforeHandOut) {

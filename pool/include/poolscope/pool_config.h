@@ -54,6 +54,12 @@ struct PoolConfig {
   /// An idle connection unused for longer than this is checked with SELECT 1
   /// before it is handed out. Env: POOL_VALIDATION_IDLE_THRESHOLD.
   std::chrono::milliseconds validation_idle_threshold = 1s;
+  /// An idle connection whose last use ended longer ago than this is probed
+  /// before hand-out: one non-blocking poll(2) of its socket, which catches a
+  /// backend killed while the connection sat idle (pg_terminate_backend, a
+  /// server restart). A connection used more recently is handed out without
+  /// it; 0 probes every hand-out. Env: POOL_PROBE_IDLE_THRESHOLD.
+  std::chrono::milliseconds probe_idle_threshold = 1ms;
   /// How often the background task validates one idle connection (and so
   /// notices an outage without traffic). Env: POOL_HEALTH_CHECK_INTERVAL.
   std::chrono::milliseconds health_check_interval = 5s;

@@ -50,7 +50,7 @@ class PooledConnection {
   explicit operator bool() const noexcept { return slot_ != nullptr; }
 
  private:
-  friend class detail::PoolCore;
+  friend class Pool;
   PooledConnection(std::shared_ptr<detail::PoolCore> core, detail::Slot* slot) noexcept
       : core_(std::move(core)), slot_(slot) {}
 
