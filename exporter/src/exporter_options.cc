@@ -24,7 +24,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-enum class Kind { kText, kSize, kDuration, kBool, kFraction, kLogLevel };
+enum class Kind { kText, kSize, kDuration, kDurationList, kWindow, kBool, kFraction, kLogLevel };
 
 // A flag that mirrors one of PoolConfig::from_env()'s variables.
 struct MirroredFlag {
@@ -63,6 +63,13 @@ const MirroredFlag kMirroredFlags[] = {
      "(default: 1ms)"},
     {"--pool.health-check-interval", "POOL_HEALTH_CHECK_INTERVAL", Kind::kDuration,
      "background validation period (default: 5s)"},
+    {"--pool.degraded-wait-threshold", "POOL_DEGRADED_WAIT_THRESHOLD", Kind::kDuration,
+     "a wait longer than this within the health window makes the pool degraded "
+     "(default: 100ms)"},
+    {"--pool.health-window", "POOL_HEALTH_WINDOW", Kind::kWindow,
+     "window of recent errors and peaks for health, whole seconds (default: 60s)"},
+    {"--pool.reconnect-backoff", "POOL_RECONNECT_BACKOFF", Kind::kDurationList,
+     "reconnection delays, the last repeats (default: 1s,2s,4s,8s,16s)"},
     {"--pool.healthy-headroom", "POOL_HEALTHY_HEADROOM", Kind::kFraction,
      "headroom (max-active)/max at or above which the pool is healthy (default: 0.8)"},
     {"--pool.degraded-headroom", "POOL_DEGRADED_HEADROOM", Kind::kFraction,
@@ -78,7 +85,10 @@ const char* type_name(Kind kind) {
     case Kind::kSize:
       return "N";
     case Kind::kDuration:
+    case Kind::kWindow:
       return "DURATION";
+    case Kind::kDurationList:
+      return "DURATIONS";
     case Kind::kBool:
       return "BOOL";
     case Kind::kFraction:
@@ -101,21 +111,21 @@ void check_flag_value(Kind kind, const std::string& value, const std::string& fl
     case Kind::kDuration:
       parse_duration(value, flag);
       return;
+    case Kind::kDurationList:
+      parse_duration_list(value, flag);
+      return;
+    case Kind::kWindow:
+      parse_window(value, flag);
+      return;
     case Kind::kBool:
       parse_bool(value, flag);
       return;
     case Kind::kLogLevel:
       parse_log_level(value, flag);
       return;
-    case Kind::kFraction: {
-      char* end = nullptr;
-      const double parsed = std::strtod(value.c_str(), &end);
-      if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(parsed) ||
-          parsed < 0.0 || parsed > 1.0) {
-        throw ConfigError(flag, value, "expected a fraction from 0 to 1, e.g. 0.8");
-      }
+    case Kind::kFraction:
+      parse_fraction(value, flag);
       return;
-    }
   }
 }
 
@@ -249,30 +259,6 @@ void check_telemetry_path(const std::string& path) {
   if (path == "/health" || path == "/mcp") throw reject("that path serves another endpoint");
 }
 
-std::vector<std::chrono::milliseconds> parse_backoff(const std::string& text,
-                                                     const std::string& flag) {
-  std::vector<std::chrono::milliseconds> delays;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma - start);
-    std::chrono::milliseconds delay{};
-    try {
-      delay = parse_duration(item, flag);
-    } catch (const ConfigError&) {
-      delay = 0ms;  // reported below with the whole list
-    }
-    if (delay <= 0ms) {
-      throw ConfigError(flag, text,
-                        "expected positive durations separated by commas, e.g. 1s,2s,4s");
-    }
-    delays.push_back(delay);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return delays;
-}
-
 }  // namespace
 
 std::string version_text() {
@@ -306,24 +292,6 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                             : type_name(flag.kind))
             ->group(std::string_view(flag.flag).starts_with("--log") ? "Logging" : "Pool"));
   }
-  std::string degraded_wait, health_window, reconnect_backoff;
-  auto* degraded_wait_option =
-      app.add_option("--pool.degraded-wait-threshold", degraded_wait,
-                     "a wait longer than this within the health window makes the pool degraded "
-                     "(default: 100ms)")
-          ->type_name("DURATION")
-          ->group("Pool");
-  auto* health_window_option =
-      app.add_option("--pool.health-window", health_window,
-                     "window of recent errors and peaks for health (default: 60s)")
-          ->type_name("DURATION")
-          ->group("Pool");
-  auto* backoff_option =
-      app.add_option("--pool.reconnect-backoff", reconnect_backoff,
-                     "reconnection delays, the last repeats (default: 1s,2s,4s,8s,16s)")
-          ->type_name("DURATIONS")
-          ->group("Pool");
-
   std::string log_format;
   auto* log_format_option =
       app.add_option("--log.format", log_format, "json or text (env LOG_FORMAT; default: json)")
@@ -431,29 +399,6 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     } catch (const ConfigError& error) {
       throw rename_variable(error, flag_for_variable);
     }
-    if (degraded_wait_option->count() > 0) {
-      options.pool.degraded_wait_threshold =
-          parse_duration(degraded_wait, "--pool.degraded-wait-threshold");
-    }
-    if (health_window_option->count() > 0) {
-      const auto window = parse_duration(health_window, "--pool.health-window");
-      if (window < 1s || window % 1s != 0ms) {
-        throw ConfigError("--pool.health-window", health_window,
-                          "expected a whole number of seconds, at least 1s");
-      }
-      options.pool.health_window = std::chrono::duration_cast<std::chrono::seconds>(window);
-    }
-    if (backoff_option->count() > 0) {
-      options.pool.reconnect_backoff = parse_backoff(reconnect_backoff, "--pool.reconnect-backoff");
-    }
-    try {
-      options.pool.validate();
-    } catch (const ConfigError& error) {
-      std::map<std::string, std::string> renamed = flag_for_variable;
-      renamed["reconnect_backoff"] = "--pool.reconnect-backoff";
-      throw rename_variable(error, renamed);
-    }
-
     if (log_format_option->count() > 0) {
       options.log_format = parse_log_format(log_format, "--log.format");
     } else if (const auto variable = getenv("LOG_FORMAT")) {

@@ -32,6 +32,9 @@ std::string_view trim(std::string_view text) {
   return text;
 }
 
+constexpr auto kMaxWindow = std::chrono::milliseconds(600s);
+constexpr const char* kWindowHelp = "expected whole seconds from 1s to 600s, e.g. 60s";
+
 constexpr const char* kDurationHelp =
     "expected a duration such as 30, 30s, 500ms, 2m or 1h30m (units ns, us, ms, s, m, h; a bare "
     "number means seconds)";
@@ -105,6 +108,53 @@ std::chrono::milliseconds parse_duration(std::string_view text, const std::strin
     }
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(total_ms)));
+}
+
+std::vector<std::chrono::milliseconds> parse_duration_list(std::string_view text,
+                                                           const std::string& variable) {
+  std::vector<std::chrono::milliseconds> delays;
+  std::string_view rest = text;
+  for (;;) {
+    const std::size_t comma = rest.find(',');
+    std::chrono::milliseconds delay{};
+    try {
+      delay = parse_duration(rest.substr(0, comma), variable);
+    } catch (const ConfigError&) {
+      delay = 0ms;  // reported below with the whole list
+    }
+    if (delay <= 0ms) {
+      throw ConfigError(variable, std::string(text),
+                        "expected positive durations separated by commas, e.g. 1s,2s,4s");
+    }
+    delays.push_back(delay);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return delays;
+}
+
+std::chrono::seconds parse_window(std::string_view text, const std::string& variable) {
+  std::chrono::milliseconds window{};
+  try {
+    window = parse_duration(text, variable);
+  } catch (const ConfigError&) {
+    window = 0ms;  // reported below
+  }
+  if (window < 1s || window > kMaxWindow || window % 1s != 0ms) {
+    throw ConfigError(variable, std::string(text), kWindowHelp);
+  }
+  return std::chrono::duration_cast<std::chrono::seconds>(window);
+}
+
+double parse_fraction(std::string_view text, const std::string& variable) {
+  const std::string value(trim(text));
+  char* end = nullptr;
+  const double parsed = std::strtod(value.c_str(), &end);
+  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(parsed) ||
+      parsed < 0.0 || parsed > 1.0) {
+    throw ConfigError(variable, std::string(text), "expected a fraction from 0 to 1, e.g. 0.8");
+  }
+  return parsed;
 }
 
 std::size_t parse_size(std::string_view text, const std::string& variable) {
@@ -186,26 +236,19 @@ void PoolConfig::validate() const {
                       fmt::format("expected a fraction from 0 to POOL_HEALTHY_HEADROOM ({})",
                                   healthy_headroom));
   }
+  check_range(degraded_wait_threshold, "POOL_DEGRADED_WAIT_THRESHOLD", 0ms,
+              "must not be negative");
+  if (health_window < 1s || health_window > kMaxWindow) {
+    throw ConfigError("POOL_HEALTH_WINDOW", fmt::format("{}s", health_window.count()),
+                      kWindowHelp);
+  }
   if (reconnect_backoff.empty()) {
-    throw ConfigError("reconnect_backoff", "", "needs at least one delay");
+    throw ConfigError("POOL_RECONNECT_BACKOFF", "", "needs at least one delay");
   }
   for (const auto& delay : reconnect_backoff) {
-    check_range(delay, "reconnect_backoff", 1ms, positive);
+    check_range(delay, "POOL_RECONNECT_BACKOFF", 1ms, positive);
   }
 }
-
-namespace {
-double parse_fraction(std::string_view text, const std::string& variable) {
-  const std::string value(trim(text));
-  char* end = nullptr;
-  const double parsed = std::strtod(value.c_str(), &end);
-  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(parsed) ||
-      parsed < 0.0 || parsed > 1.0) {
-    throw ConfigError(variable, std::string(text), "expected a fraction from 0 to 1, e.g. 0.8");
-  }
-  return parsed;
-}
-}  // namespace
 
 PoolConfig PoolConfig::from_env(
     const std::function<std::optional<std::string>(const std::string&)>& getenv) {
@@ -239,6 +282,13 @@ PoolConfig PoolConfig::from_env(
   with("POOL_VALIDATION_IDLE_THRESHOLD", duration(config.validation_idle_threshold));
   with("POOL_PROBE_IDLE_THRESHOLD", duration(config.probe_idle_threshold));
   with("POOL_HEALTH_CHECK_INTERVAL", duration(config.health_check_interval));
+  with("POOL_DEGRADED_WAIT_THRESHOLD", duration(config.degraded_wait_threshold));
+  with("POOL_HEALTH_WINDOW", [&](const std::string& value, const std::string& variable) {
+    config.health_window = parse_window(value, variable);
+  });
+  with("POOL_RECONNECT_BACKOFF", [&](const std::string& value, const std::string& variable) {
+    config.reconnect_backoff = parse_duration_list(value, variable);
+  });
   with("POOL_HEALTHY_HEADROOM", [&](const std::string& value, const std::string& variable) {
     config.healthy_headroom = parse_fraction(value, variable);
   });

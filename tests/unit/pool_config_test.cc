@@ -62,6 +62,9 @@ TEST(PoolConfig, ReadsEveryVariable) {
                              {"POOL_VALIDATION_IDLE_THRESHOLD", "3s"},
                              {"POOL_PROBE_IDLE_THRESHOLD", "20ms"},
                              {"POOL_HEALTH_CHECK_INTERVAL", "15s"},
+                             {"POOL_DEGRADED_WAIT_THRESHOLD", "250ms"},
+                             {"POOL_HEALTH_WINDOW", "2m"},
+                             {"POOL_RECONNECT_BACKOFF", "100ms, 1s,5s"},
                              {"POOL_HEALTHY_HEADROOM", "0.9"},
                              {"POOL_DEGRADED_HEADROOM", "0.4"},
                              {"LOG_LEVEL", "debug"}});
@@ -80,6 +83,9 @@ TEST(PoolConfig, ReadsEveryVariable) {
   EXPECT_EQ(c.validation_idle_threshold, 3s);
   EXPECT_EQ(c.probe_idle_threshold, 20ms);
   EXPECT_EQ(c.health_check_interval, 15s);
+  EXPECT_EQ(c.degraded_wait_threshold, 250ms);
+  EXPECT_EQ(c.health_window, 120s);
+  EXPECT_EQ(c.reconnect_backoff, (std::vector<std::chrono::milliseconds>{100ms, 1s, 5s}));
   EXPECT_DOUBLE_EQ(c.healthy_headroom, 0.9);
   EXPECT_DOUBLE_EQ(c.degraded_headroom, 0.4);
   EXPECT_EQ(c.log_level, LogLevel::kDebug);
@@ -131,6 +137,20 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
   EXPECT_EQ(error_of({{"POOL_PROBE_IDLE_THRESHOLD", "soon"}}),
             "invalid POOL_PROBE_IDLE_THRESHOLD='soon': expected a duration such as 30, 30s, 500ms, "
             "2m or 1h30m (units ns, us, ms, s, m, h; a bare number means seconds)");
+  EXPECT_EQ(error_of({{"POOL_HEALTH_WINDOW", "1500ms"}}),
+            "invalid POOL_HEALTH_WINDOW='1500ms': expected whole seconds from 1s to 600s, e.g. 60s");
+  EXPECT_EQ(error_of({{"POOL_HEALTH_WINDOW", "11m"}}),
+            "invalid POOL_HEALTH_WINDOW='11m': expected whole seconds from 1s to 600s, e.g. 60s");
+  EXPECT_EQ(error_of({{"POOL_RECONNECT_BACKOFF", "1s,,4s"}}),
+            "invalid POOL_RECONNECT_BACKOFF='1s,,4s': expected positive durations separated by "
+            "commas, e.g. 1s,2s,4s");
+  EXPECT_EQ(error_of({{"POOL_RECONNECT_BACKOFF", "0"}}),
+            "invalid POOL_RECONNECT_BACKOFF='0': expected positive durations separated by "
+            "commas, e.g. 1s,2s,4s");
+  EXPECT_EQ(error_of({{"POOL_DEGRADED_WAIT_THRESHOLD", "-1s"}}),
+            "invalid POOL_DEGRADED_WAIT_THRESHOLD='-1s': must not be negative; expected a "
+            "duration such as 30, 30s, 500ms, 2m or 1h30m (units ns, us, ms, s, m, h; a bare "
+            "number means seconds)");
   EXPECT_EQ(error_of({{"POOL_NAME", ""}}), "invalid POOL_NAME='': expected 1 to 128 characters");
 }
 

@@ -70,10 +70,13 @@ struct PoolConfig {
   /// degraded. Env: POOL_DEGRADED_HEADROOM.
   double degraded_headroom = 0.5;
   /// A wait longer than this within the health window makes the pool degraded.
+  /// Env: POOL_DEGRADED_WAIT_THRESHOLD.
   std::chrono::milliseconds degraded_wait_threshold = 100ms;
-  /// Window for "recent errors" and recent peaks (health, peak gauges).
+  /// Window for "recent errors" and recent peaks (health, peak gauges); whole
+  /// seconds from 1 s to 600 s. Env: POOL_HEALTH_WINDOW.
   std::chrono::seconds health_window = 60s;
   /// Delays between reconnection attempts; the last one repeats.
+  /// Env: POOL_RECONNECT_BACKOFF (comma-separated, e.g. 1s,2s,4s,8s,16s).
   std::vector<std::chrono::milliseconds> reconnect_backoff = {1s, 2s, 4s, 8s, 16s};
   /// Threshold for log lines. Env: LOG_LEVEL (DEBUG, INFO, WARNING, ERROR, CRITICAL).
   LogLevel log_level = LogLevel::kInfo;
@@ -94,6 +97,17 @@ struct PoolConfig {
 /// ms, s, m, h; a bare number means seconds). Negative values, overflow and
 /// unknown units throw ConfigError naming `variable`.
 std::chrono::milliseconds parse_duration(std::string_view text, const std::string& variable);
+
+/// Parses comma-separated positive durations ("1s,2s,4s"); throws ConfigError
+/// naming `variable` and the whole list.
+std::vector<std::chrono::milliseconds> parse_duration_list(std::string_view text,
+                                                           const std::string& variable);
+
+/// Parses a duration of whole seconds from 1 s to 600 s ("60", "60s", "2m").
+std::chrono::seconds parse_window(std::string_view text, const std::string& variable);
+
+/// Parses a number from 0 to 1 ("0.8"); throws ConfigError naming `variable`.
+double parse_fraction(std::string_view text, const std::string& variable);
 
 /// Parses a non-negative integer; throws ConfigError naming `variable`.
 std::size_t parse_size(std::string_view text, const std::string& variable);
