@@ -273,6 +273,10 @@ Waiter* PoolCore::hand_to_waiter_locked(Slot* slot, Clock::time_point now) {
 
 void PoolCore::release(Slot* slot) noexcept {
   const Clock::time_point now = clock_->now();
+  // lent_at was written before the handle reached this thread; the core is
+  // alive while the handle is out, so observers hear of it before the lock.
+  const auto held = now - slot->lent_at;
+  notify_released(held);
   // Both checks read libpq's local state only: no I/O.
   const bool broken =
       slot->marked_broken.load(std::memory_order_relaxed) || !slot->connection->is_open();
@@ -280,42 +284,71 @@ void PoolCore::release(Slot* slot) noexcept {
   std::unique_ptr<Slot> doomed;
   std::optional<LeakReport> returned_leak;
   Waiter* wake = nullptr;
-  Lock lock(mutex_);
-  const auto held = now - slot->lent_at;
-  slot->lent = false;
-  slot->last_used = now;
-  --active_;
-  ++releases_;
-  if (slot->leak_reported) {
-    ++leaks_returned_;
-    returned_leak = LeakReport{slot->id, to_seconds(held), slot->site, slot->caller,
-                               slot->connection->backend_pid()};
-  }
-  if (broken) {
-    record_error_locked(ErrorType::kConnectionBroken, "Connection returned broken", now);
-    doomed = remove_slot_locked(slot, CloseReason::kBroken);
-  } else if (in_transaction) {
-    record_error_locked(ErrorType::kTransactionLeftOpen,
-                        "Connection returned inside an open transaction", now);
-    doomed = remove_slot_locked(slot, CloseReason::kBroken);
-  } else {
-    last_good_release_ = now;
-    if (closing_) {
-      doomed = remove_slot_locked(slot, CloseReason::kShutdown);
-    } else if (now >= slot->expires_at) {
-      doomed = remove_slot_locked(slot, CloseReason::kLifetime);
-    } else {
-      wake = hand_to_waiter_locked(slot, now);
-      if (wake == nullptr) idle_.push_back(slot);
+  bool pinned = false;
+  bool last = false;
+  {
+    Lock lock(mutex_);
+    slot->lent = false;
+    slot->last_used = now;
+    --active_;
+    ++releases_;
+    if (slot->leak_reported) {
+      ++leaks_returned_;
+      returned_leak = LeakReport{slot->id, to_seconds(held), slot->site, slot->caller,
+                                 slot->connection->backend_pid()};
     }
+    if (broken) {
+      record_error_locked(ErrorType::kConnectionBroken, "Connection returned broken", now);
+      doomed = remove_slot_locked(slot, CloseReason::kBroken);
+    } else if (in_transaction) {
+      record_error_locked(ErrorType::kTransactionLeftOpen,
+                          "Connection returned inside an open transaction", now);
+      doomed = remove_slot_locked(slot, CloseReason::kBroken);
+    } else {
+      last_good_release_ = now;
+      if (closing_) {
+        doomed = remove_slot_locked(slot, CloseReason::kShutdown);
+      } else if (now >= slot->expires_at) {
+        doomed = remove_slot_locked(slot, CloseReason::kLifetime);
+      } else {
+        wake = hand_to_waiter_locked(slot, now);
+        if (wake == nullptr) idle_.push_back(slot);
+      }
+    }
+    if (doomed && connection_deficit_locked() > 0) connector_cv_.notify_one();
+    if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
+    // Work left for after the unlock pins the core, so that a Pool destroyed
+    // meanwhile leaves it to us; without any, this release is done with it.
+    pinned = wake != nullptr || doomed || returned_leak;
+    if (pinned) ++pins_;
+    last = unowned_locked();
   }
-  if (doomed && connection_deficit_locked() > 0) connector_cv_.notify_one();
-  if (closing_ && active_ == 0 && validating_ == 0) drained_cv_.notify_all();
-  lock.unlock();
+  if (last) {
+    delete this;  // the Pool is gone and this was its last connection out
+    return;
+  }
+  if (!pinned) return;
   if (wake != nullptr) wake->cv.notify_one();
   doomed.reset();  // closes the connection, outside the lock
-  notify_released(held);
   if (returned_leak) log_leak(config_.name, *returned_leak, true);
+  {
+    Lock lock(mutex_);
+    --pins_;
+    last = unowned_locked();
+  }
+  if (last) delete this;
+}
+
+void PoolCore::destroy(PoolCore* core) noexcept {
+  core->shutdown();
+  bool last = false;
+  {
+    Lock lock(core->mutex_);
+    core->orphaned_ = true;
+    last = core->unowned_locked();
+  }
+  // Otherwise the last release() of a connection still lent out deletes it.
+  if (last) delete core;
 }
 
 std::unique_ptr<Slot> PoolCore::remove_slot_locked(Slot* slot, CloseReason reason) {
@@ -844,16 +877,18 @@ Pool::Pool(PoolConfig config)
 
 Pool::Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
            std::shared_ptr<Clock> clock)
-    : core_(std::make_shared<detail::PoolCore>(std::move(config), std::move(factory),
-                                               std::move(clock))) {
-  core_->start();
+    : core_(new detail::PoolCore(std::move(config), std::move(factory), std::move(clock))) {
+  try {
+    core_->start();
+  } catch (...) {
+    detail::PoolCore::destroy(core_);
+    throw;
+  }
 }
 
-Pool::~Pool() { core_->shutdown(); }
+Pool::~Pool() { detail::PoolCore::destroy(core_); }
 
 // noinline: the return address must be in the caller's code for leak reports.
-// The handle shares core_ (a reference count increment) rather than calling
-// shared_from_this(), whose weak-to-strong conversion is a compare-and-swap loop.
 __attribute__((noinline)) PooledConnection Pool::acquire(std::source_location site) {
   detail::Slot* slot =
       core_->acquire(core_->config().acquire_timeout, site, __builtin_return_address(0));

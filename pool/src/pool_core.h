@@ -61,8 +61,13 @@ struct Waiter {
   void* caller = nullptr;
 };
 
-/// The shared state of a Pool. Handles keep it alive through shared_ptr, so a
-/// connection returned after the Pool object is gone still finds its pool.
+/// The shared state of a Pool. The Pool owns it; handles point at it without a
+/// reference count (none is needed while the Pool lives, and an atomic count per
+/// borrow would cost more than the rest of the bookkeeping). When the Pool is
+/// destroyed with connections still lent out, the core is left orphaned and
+/// the last release() deletes it, so a connection returned after the Pool
+/// object is gone still finds its pool. For that, nothing in release() touches
+/// the core after its unlock unless it pinned the core first (pins_).
 /// Thread-safe: one mutex (mutex_) guards everything below it; counters that
 /// are read without it are atomics.
 class PoolCore {
@@ -72,6 +77,9 @@ class PoolCore {
   ~PoolCore();
 
   void start();
+  /// Shuts `core` down and deletes it, now or (connections still lent out)
+  /// at the last release. Called by ~Pool instead of delete.
+  static void destroy(PoolCore* core) noexcept;
   /// The slot is lent to the caller, who wraps it in a PooledConnection.
   Slot* acquire(std::chrono::milliseconds timeout, std::source_location site, void* caller);
   void release(Slot* slot) noexcept;
@@ -102,6 +110,8 @@ class PoolCore {
   Waiter& checkout_waiter_locked();
   std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason);
   std::size_t connection_deficit_locked() const;
+  /// The Pool is gone and no connection or release still needs the core.
+  bool unowned_locked() const { return orphaned_ && active_ == 0 && pins_ == 0; }
   /// No connection is open and opening one keeps failing.
   bool recovering_locked() const { return slots_.empty() && consecutive_failures_ > 0; }
   void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now);
@@ -153,6 +163,8 @@ class PoolCore {
   bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // min_size reached once
   bool init_failed_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // init timeout passed first
   bool terminated_ POOLSCOPE_GUARDED_BY(mutex_) = false;
+  bool orphaned_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // the Pool was destroyed
+  std::size_t pins_ POOLSCOPE_GUARDED_BY(mutex_) = 0;   // releases still at work unlocked
   std::uint64_t consecutive_failures_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
   Clock::time_point next_connect_at_ POOLSCOPE_GUARDED_BY(mutex_){};
   Clock::time_point last_validated_ POOLSCOPE_GUARDED_BY(mutex_){};

@@ -8,12 +8,12 @@
 namespace poolscope {
 
 PooledConnection::PooledConnection(PooledConnection&& other) noexcept
-    : core_(std::move(other.core_)), slot_(std::exchange(other.slot_, nullptr)) {}
+    : core_(std::exchange(other.core_, nullptr)), slot_(std::exchange(other.slot_, nullptr)) {}
 
 PooledConnection& PooledConnection::operator=(PooledConnection&& other) noexcept {
   if (this != &other) {
     release();
-    core_ = std::move(other.core_);
+    core_ = std::exchange(other.core_, nullptr);
     slot_ = std::exchange(other.slot_, nullptr);
   }
   return *this;
@@ -35,8 +35,7 @@ std::uint64_t PooledConnection::id() const noexcept { return slot_ != nullptr ? 
 void PooledConnection::release() noexcept {
   if (slot_ == nullptr) return;
   detail::Slot* slot = std::exchange(slot_, nullptr);
-  core_->release(slot);
-  core_.reset();
+  std::exchange(core_, nullptr)->release(slot);
 }
 
 void PooledConnection::mark_broken() noexcept {

@@ -262,16 +262,19 @@ TEST_F(PoolTest, ZeroProbeThresholdProbesEveryHandOut) {
   c.probe_idle_threshold = 0ms;
   auto pool = make_pool(c);
   ASSERT_TRUE(pool->wait_until_ready());
-  std::uint64_t old_id = 0;
+  std::vector<std::uint64_t> old_ids;
   {
-    auto handle = pool->acquire();
-    old_id = handle.id();
+    auto a = pool->acquire();
+    auto b = pool->acquire();
+    old_ids = {a.id(), b.id()};
   }
   clock_->advance(1ns);  // any idleness at all
   server_->terminate_all();
+  // The connection on top of the idle stack was used 1 ns ago: probed and
+  // refused. (The other one may meet a replacement opened meanwhile first.)
   auto handle = pool->acquire();
-  EXPECT_NE(handle.id(), old_id);
-  EXPECT_EQ(pool->get_statistics().closed(CloseReason::kBroken), 2u);
+  EXPECT_EQ(std::count(old_ids.begin(), old_ids.end(), handle.id()), 0);
+  EXPECT_GE(pool->get_statistics().closed(CloseReason::kBroken), 1u);
 }
 
 TEST_F(PoolTest, LongIdleConnectionIsValidatedBeforeHandOut) {
@@ -521,6 +524,44 @@ TEST_F(PoolTest, HandleMayOutliveThePool) {
   }
   survivor.release();  // must not touch freed memory (ASan checks this)
   EXPECT_FALSE(survivor);
+}
+
+TEST_F(PoolTest, HandlesReturnedWhileThePoolIsDestroyedFindTheirPool) {
+  // Releases race with ~Pool: one hands its connection to a waiter (woken
+  // after the unlock), one closes a broken connection, the rest go idle or
+  // are closed by the shutdown. Whichever comes last frees the pool's state
+  // (ASan and TSan check this).
+  for (int round = 0; round < 20; ++round) {
+    auto c = config();
+    c.max_size = 3;
+    c.shutdown_timeout = 0s;
+    auto pool = make_pool(c);
+    ASSERT_TRUE(pool->wait_until_ready());
+    std::vector<PooledConnection> handles;
+    for (int i = 0; i < 3; ++i) handles.push_back(pool->acquire());
+    handles[0].mark_broken();
+    std::atomic<bool> go{false}, acquired{false}, destroying{false};
+    std::vector<std::thread> threads;
+    threads.emplace_back([&, raw = pool.get()] {
+      auto handle = raw->acquire(5s);  // waits: every connection is lent out
+      acquired = true;
+      while (!destroying.load()) std::this_thread::yield();
+      handle.release();
+    });
+    ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+    for (auto& handle : handles) {
+      threads.emplace_back([&go, &handle] {
+        while (!go.load()) std::this_thread::yield();
+        handle.release();
+      });
+    }
+    go = true;
+    ASSERT_TRUE(eventually([&] { return acquired.load(); }));
+    destroying = true;
+    pool.reset();
+    for (auto& thread : threads) thread.join();
+    for (const auto& handle : handles) EXPECT_FALSE(handle);
+  }
 }
 
 TEST_F(PoolTest, ManyThreadsWithRandomExceptionsLeakNothing) {

@@ -80,7 +80,7 @@ class Pool {
   HealthThresholds health_thresholds() const noexcept;
 
  private:
-  std::shared_ptr<detail::PoolCore> core_;
+  detail::PoolCore* core_;  // owned; see PoolCore::destroy()
 };
 
 }  // namespace poolscope

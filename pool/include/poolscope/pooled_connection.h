@@ -51,10 +51,10 @@ class PooledConnection {
 
  private:
   friend class Pool;
-  PooledConnection(std::shared_ptr<detail::PoolCore> core, detail::Slot* slot) noexcept
-      : core_(std::move(core)), slot_(slot) {}
+  PooledConnection(detail::PoolCore* core, detail::Slot* slot) noexcept
+      : core_(core), slot_(slot) {}
 
-  std::shared_ptr<detail::PoolCore> core_;
+  detail::PoolCore* core_ = nullptr;  // alive while slot_ is set (see PoolCore)
   detail::Slot* slot_ = nullptr;
 };
 
