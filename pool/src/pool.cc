@@ -249,6 +249,9 @@ void PoolCore::lend_locked(Slot* slot, Clock::time_point started, Clock::time_po
 Waiter& PoolCore::checkout_waiter_locked() {
   if (spare_waiters_.empty()) {
     waiter_store_.push_back(std::make_unique<Waiter>());
+    // Every Waiter comes back to the spare list, on paths that must not
+    // throw: make room for all of them now.
+    spare_waiters_.reserve(waiter_store_.size());
     return *waiter_store_.back();
   }
   Waiter* waiter = spare_waiters_.back();
