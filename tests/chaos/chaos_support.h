@@ -163,6 +163,18 @@ class Scraper {
   PoolMetrics metrics_;
 };
 
+/// Where `secret` shows up in the captured log lines or in what the pool
+/// exposes (empty when nowhere), for one EXPECT at the end of a test.
+inline std::vector<std::string> find_secret_in_logs_and_scrape(const std::string& secret,
+                                                               const LogCapture& logs,
+                                                               const Scraper& scraper) {
+  auto found = find_secret(secret, "log", logs.lines());
+  for (auto& exposed : find_secret(secret, "exposed", scraper.exposed_texts())) {
+    found.push_back(std::move(exposed));
+  }
+  return found;
+}
+
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }

@@ -177,10 +177,7 @@ TEST_F(HungServer, TimeoutsFireWhileFrozenAndPoolRecoversAfterwards) {
   EXPECT_EQ(end.total_acquisitions, end.total_releases);
   EXPECT_EQ(end.active_connections, 0u);
 
-  auto leaks = find_secret(cluster_.password(), "log", logs_->lines());
-  for (const auto& found : find_secret(cluster_.password(), "exposed", scraper.exposed_texts())) {
-    leaks.push_back(found);
-  }
+  auto leaks = find_secret_in_logs_and_scrape(cluster_.password(), *logs_, scraper);
   if (frozen.last_error) {
     for (const auto& found : find_secret(cluster_.password(), "last_error", {*frozen.last_error})) {
       leaks.push_back(found);

@@ -113,13 +113,9 @@ IdleKillResult kill_idle_connections_and_borrow_all(Pool& pool, TempCluster& clu
 class KilledBackends : public ::testing::Test {
  protected:
   void SetUp() override { logs_ = &LogCapture::install(); }
-  void check_no_secret(Pool& pool, const Scraper& scraper) {
-    auto leaks = find_secret(cluster_.password(), "log", logs_->lines());
-    for (const auto& found : find_secret(cluster_.password(), "exposed", scraper.exposed_texts())) {
-      leaks.push_back(found);
-    }
+  void check_no_secret(const Scraper& scraper) {
+    const auto leaks = find_secret_in_logs_and_scrape(cluster_.password(), *logs_, scraper);
     EXPECT_TRUE(leaks.empty()) << fmt::format("{}", fmt::join(leaks, "\n"));
-    (void)pool;
   }
 
   LogCapture* logs_ = nullptr;
@@ -148,7 +144,7 @@ TEST_F(KilledBackends, RecentlyUsedIdleConnectionsKilledAreNeverHandedOut) {
   EXPECT_EQ(result.first_statement_failed, 0u)
       << "dead connections handed out:\n" << fmt::format("{}", fmt::join(result.failures, "\n"));
   EXPECT_EQ(stats.total_acquisitions, stats.total_releases);
-  check_no_secret(pool, scraper);
+  check_no_secret(scraper);
 }
 
 // Connections idle past validation_idle_threshold get a SELECT 1 first.
@@ -172,7 +168,7 @@ TEST_F(KilledBackends, LongIdleConnectionsKilledAreNeverHandedOut) {
       << "dead connections handed out:\n" << fmt::format("{}", fmt::join(result.failures, "\n"));
   EXPECT_GE(stats.error_count(ErrorType::kValidationFailed), result.killed);
   EXPECT_EQ(stats.total_acquisitions, stats.total_releases);
-  check_no_secret(pool, scraper);
+  check_no_secret(scraper);
 }
 
 // Kills while 20 workers run statements: a statement may fail when the kill
@@ -217,7 +213,7 @@ TEST_F(KilledBackends, KillsDuringLoadAreReplacedAndBooksBalance) {
   EXPECT_EQ(stats.active_connections, 0u);
   EXPECT_EQ(stats.connections_created - closed, stats.total_connections);
   EXPECT_TRUE(eventually([&] { return backends(cluster_) == pool.get_statistics().total_connections; }));
-  check_no_secret(pool, scraper);
+  check_no_secret(scraper);
 }
 
 }  // namespace

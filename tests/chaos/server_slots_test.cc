@@ -87,10 +87,7 @@ TEST(TooFewServerSlots, PoolReportsFailuresAndServesWithWhatItHas) {
   const std::string text = scraper.text();
   EXPECT_NE(text.find("error_type=\"connection_failed\""), std::string::npos);
 
-  auto leaks = find_secret(cluster.password(), "log", logs.lines());
-  for (const auto& found : find_secret(cluster.password(), "exposed", scraper.exposed_texts())) {
-    leaks.push_back(found);
-  }
+  const auto leaks = find_secret_in_logs_and_scrape(cluster.password(), logs, scraper);
   EXPECT_TRUE(leaks.empty()) << fmt::format("{}", fmt::join(leaks, "\n"));
 }
 

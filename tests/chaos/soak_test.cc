@@ -217,10 +217,7 @@ TEST(Soak, RealDatabaseCyclesWithFaultsLeakNothing) {
     return cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
                         "'chaos_soak'") == "0";
   }));
-  auto leaks = find_secret(cluster.password(), "log", logs.lines());
-  for (const auto& found : find_secret(cluster.password(), "exposed", scraper.exposed_texts())) {
-    leaks.push_back(found);
-  }
+  const auto leaks = find_secret_in_logs_and_scrape(cluster.password(), logs, scraper);
   EXPECT_TRUE(leaks.empty()) << fmt::format("{}", fmt::join(leaks, "\n"));
 }
 
