@@ -434,6 +434,7 @@ void PoolCore::connector_loop() {
       continue;
     }
     std::vector<std::pair<PoolState, PoolState>> transitions;
+    bool just_initialized = false;
     if (connection) {
       auto slot = std::make_unique<Slot>();
       slot->connection = std::move(connection);
@@ -460,11 +461,8 @@ void PoolCore::connector_loop() {
       if (!initialized_) outage_ended_at_ = connected;
       Waiter* wake = hand_to_waiter_locked(raw, connected);
       if (wake == nullptr) idle_.push_back(raw);
-      const bool just_initialized = !initialized_ && slots_.size() >= config_.min_size;
-      if (just_initialized) {
-        initialized_ = true;
-        drained_cv_.notify_all();
-      }
+      just_initialized = !initialized_ && slots_.size() >= config_.min_size;
+      if (just_initialized) initialized_ = true;
       if (auto t = update_state_locked(connected)) transitions.push_back(*t);
       const std::size_t total = slots_.size();
       lock.unlock();
@@ -514,6 +512,13 @@ void PoolCore::connector_loop() {
     }
     for (const auto& [from, to] : transitions) log_transition(config_.name, from, to);
     lock.lock();
+    if (just_initialized) {
+      // Ready once the initial connections have been reported to observers
+      // and logged: metrics attached after wait_until_ready() never receive
+      // a late report of a connection opened before them.
+      initial_reported_ = true;
+      drained_cv_.notify_all();
+    }
   }
 }
 
@@ -768,7 +773,7 @@ PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
 
 bool PoolCore::wait_until_ready() {
   Lock lock(mutex_);
-  while (!initialized_ && !init_failed_ && !closing_) {
+  while (!(initialized_ && initial_reported_) && !init_failed_ && !closing_) {
     clock_->wait_until(drained_cv_, lock, clock_->now() + kIdleWait);
   }
   return initialized_ && !closing_;

@@ -161,6 +161,7 @@ class PoolCore {
   bool closing_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool stopping_threads_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // min_size reached once
+  bool initial_reported_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // ...and told observers
   bool init_failed_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // init timeout passed first
   bool terminated_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool orphaned_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // the Pool was destroyed

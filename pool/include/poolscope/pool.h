@@ -51,7 +51,7 @@ class Pool {
                            std::source_location site = std::source_location::current());
 
   /// Waits until initialization has an outcome: true when min_size connections
-  /// are open, false when the init timeout passed first (the pool keeps
+  /// are open (and observers have been told about each), false when the init timeout passed first (the pool keeps
   /// reconnecting in the background) or the pool was shut down.
   bool wait_until_ready();
 
