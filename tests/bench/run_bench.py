@@ -542,6 +542,11 @@ def print_table(bench, elapsed):
     results, args = bench.results, bench.args
     out = []
     w = out.append
+
+    def table_header(header):
+        w(header)
+        w("  " + "-" * (len(header) - 2))
+
     load = os.getloadavg()
     w("")
     w(f"poolscope benchmarks — {os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, "
@@ -553,8 +558,7 @@ def print_table(bench, elapsed):
         w(f"SELECT 1 through a pool of {POOL_SIZE} ({args.seconds:g} s per run, query protocol: {args.query})")
         header = (f"  {'contender':<50} {'queries/s':>10}  {'acquire µs p50 / p95 / p99 / max':>34}"
                   f"  {'ratio':>14}  {'target':>8}  ")
-        w(header)
-        w("  " + "-" * (len(header) - 2))
+        table_header(header)
 
         def acquire(rows):
             keys = ("acquire_p50_us", "acquire_p95_us", "acquire_p99_us", "acquire_max_us")
@@ -622,8 +626,7 @@ def print_table(bench, elapsed):
         w("counts time the thread waited for a CPU). Targets apply to one thread's CPU time.")
         header = (f"  {'variant':<34} {'1 thread':>16} {'2 threads':>16}  {'2-thread cycles/s':>17}"
                   f"  {'target':>7}")
-        w(header)
-        w("  " + "-" * (len(header) - 2))
+        table_header(header)
         targets = {"poolscope/metrics_off/leak_off": 100.0, "poolscope/metrics_off/leak_on": 100.0,
                    "poolscope/metrics_on/leak_off": 250.0, "poolscope/metrics_on/leak_on": 250.0}
         for base in ("floor/steady_clock_now", "floor/locked_deque_pop_push", "naive_mutex_condvar",
@@ -653,8 +656,7 @@ def print_table(bench, elapsed):
         w(f"Exporter (wrk -t2 -c10, {max(1, round(args.seconds))} s per run, 127.0.0.1)")
         header = (f"  {'endpoint':<10} {'poolscope req/s':>16} {'p50 / p99 / max ms':>22}   {'Python seed req/s':>18} "
                   f"{'p50 / p99 / max ms':>22}  {'ratio':>8}  {'target':>7}")
-        w(header)
-        w("  " + "-" * (len(header) - 2))
+        table_header(header)
         for path, target in (("/health", 40.0), ("/metrics", 12.0)):
             ours, seed = wrk[f"ours{path}"], wrk[f"seed{path}"]
 
