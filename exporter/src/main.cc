@@ -146,7 +146,11 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
       return endpoints.handle(request);
     });
   } catch (const std::exception& error) {
-    log_event(LogLevel::kCritical, "Cannot start the HTTP server", {{"error", error.what()}});
+    log_event(LogLevel::kCritical,
+              fmt::format("Cannot start the HTTP server: {}; if another process uses the "
+                          "address, choose another with --web.listen-address",
+                          error.what()),
+              {{"error", error.what()}});
     metrics.remove(pool);
     pool.shutdown();
     return EXIT_FAILURE;

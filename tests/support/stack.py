@@ -658,8 +658,8 @@ class Stack(Startable):
             } for e in self.exporters],
             "prometheus": {
                 "ui": self.prometheus.url + "/",
-                "targets": self.prometheus.url + "/targets",
-                "alerts": self.prometheus.url + "/alerts",
+                "targets": self.prometheus.url + "/classic/targets",
+                "alerts": self.prometheus.url + "/classic/alerts",
                 "rules_file": self.rules_path,
                 "log": self.prometheus.log_path,
             },
