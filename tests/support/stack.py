@@ -571,6 +571,10 @@ class Stack(Startable):
                                          self.alertmanager_config_path, self.alertmanager_binary).start()
 
         for index, spec in enumerate(self.exporter_specs):
+            # The landing page links the Alertmanager (Prometheus starts
+            # later, once it knows the exporters' ports).
+            spec = dataclasses.replace(spec, args=[
+                f"--landing-page.alertmanager-url={self.alertmanager.url}", *spec.args])
             self.exporters.append(StackExporter(self.exporter_binary, spec,
                                                 os.path.join(self.workdir, f"exporter-{index + 1}")))
         for exporter in self.exporters:
