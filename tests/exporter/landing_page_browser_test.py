@@ -75,7 +75,7 @@ class Dom(html.parser.HTMLParser):
     def handle_data(self, data):
         for element in self.open:
             if "id" in element.attributes:
-                element.text += data
+                element.text += " " + data
 
     def text(self, element_id):
         return " ".join(self.by_id[element_id].text.split())
