@@ -67,7 +67,8 @@ class RunScriptTest(unittest.TestCase):
                     return b"poolscope-exporter is running" in read()
                 harness.poll(running, harness.START_TIMEOUT_S, what="scripts/run to start the exporter")
                 port = int(re.search(rb"Listening on 127\.0\.0\.1:(\d+)", read()).group(1))
-                self.assertEqual(harness.request(f"http://127.0.0.1:{port}/health").status, 200)
+                harness.poll(lambda: harness.request(f"http://127.0.0.1:{port}/health").status == 200,
+                             harness.START_TIMEOUT_S, what="the pool to serve")
                 self.assertFalse([line for line in command_lines() if password.encode() in line],
                                  "the password is on a command line")
 
