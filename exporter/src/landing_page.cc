@@ -100,14 +100,19 @@ std::string json_cell(const json& value) {
 }
 
 // The health document's list of connections held past the leak timeout, one
-// row per connection and one column per field, in the order of the first.
+// row per connection and one column per field: the id first, then the others
+// in the document's (alphabetical) order.
 void leak_table(std::string& out, const json& leaks) {
-  std::vector<std::string> columns;
+  std::vector<std::string> columns{"id"};
   for (const json& leak : leaks) {
     if (!leak.is_object()) continue;
     for (const auto& [key, value] : leak.items()) {
       if (std::find(columns.begin(), columns.end(), key) == columns.end()) columns.push_back(key);
     }
+  }
+  if (std::none_of(leaks.begin(), leaks.end(),
+                   [](const json& leak) { return leak.is_object() && leak.contains("id"); })) {
+    columns.erase(columns.begin());
   }
   out += "<table id=\"leaks\">\n<tr>";
   for (const std::string& column : columns) {
