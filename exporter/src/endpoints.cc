@@ -180,8 +180,8 @@ HttpResponse Endpoints::landing() const {
   info.runbooks_url = options_.runbooks_url;
   info.prometheus_url = options_.prometheus_url;
   info.alertmanager_url = options_.alertmanager_url;
-  response.body = render_landing_page(info, stats, health_document(stats, sources_.now()),
-                                      shutting_down());
+  response.body =
+      render_landing_page(info, stats, health_document(stats, sources_.now()), shutting_down());
   response.headers.emplace_back("Cache-Control", "no-store");
   return response;
 }

@@ -16,8 +16,8 @@ using nlohmann::json;
 
 // The alerts of rules/codebase-mcp-pool.yml; each has a runbook of its name.
 constexpr std::string_view kAlerts[] = {
-    "ConnectionPoolNoConnections", "ConnectionPoolUnhealthy",  "ConnectionPoolExhausted",
-    "ConnectionPoolLeak",          "ConnectionPoolHighLatency", "ConnectionPoolDegraded",
+    "ConnectionPoolNoConnections", "ConnectionPoolUnhealthy",     "ConnectionPoolExhausted",
+    "ConnectionPoolLeak",          "ConnectionPoolHighLatency",   "ConnectionPoolDegraded",
     "ConnectionPoolLowCapacity",   "ConnectionPoolFullyUtilized",
 };
 
@@ -85,12 +85,12 @@ constexpr std::string_view kRefreshScript = R"(<script>
 
 std::string format_ms(double ms) { return fmt::format("{:.1f} ms", ms); }
 
-void tile(std::string& out, std::string_view label, const std::string& value,
-          std::string_view id) {
-  fmt::format_to(std::back_inserter(out),
-                 R"(<div class="tile" id="{}"><span class="value">{}</span><span class="label">{}</span></div>)"
-                 "\n",
-                 id, html_escape(value), html_escape(label));
+void tile(std::string& out, std::string_view label, const std::string& value, std::string_view id) {
+  fmt::format_to(
+      std::back_inserter(out),
+      R"(<div class="tile" id="{}"><span class="value">{}</span><span class="label">{}</span></div>)"
+      "\n",
+      id, html_escape(value), html_escape(label));
 }
 
 std::string json_cell(const json& value) {
@@ -212,10 +212,10 @@ std::string render_landing_page(const LandingPageInfo& info, const PoolStatistic
        "total");
   tile(out, "waiting callers", std::to_string(stats.waiting_requests), "waiting");
   tile(out, "being opened", std::to_string(stats.pending_connections), "pending");
-  const double utilization =
-      stats.max_size == 0 ? 0.0
-                          : 100.0 * static_cast<double>(stats.active_connections) /
-                                static_cast<double>(stats.max_size);
+  const double utilization = stats.max_size == 0
+                                 ? 0.0
+                                 : 100.0 * static_cast<double>(stats.active_connections) /
+                                       static_cast<double>(stats.max_size);
   tile(out, "utilization (active / max)", fmt::format("{:.0f} %", utilization), "utilization");
   tile(out, "validation round trip",
        stats.last_validation_latency_ms ? format_ms(*stats.last_validation_latency_ms) : "–",
@@ -239,10 +239,11 @@ std::string render_landing_page(const LandingPageInfo& info, const PoolStatistic
   if (leaks != nullptr && leaks->is_array() && !leaks->empty()) {
     leak_table(out, *leaks);
   } else if (stats.leaked_connections > 0) {
-    fmt::format_to(to,
-                   R"(<p id="leaked" class="error">{} connections held longer than the leak timeout; the log names where each was acquired.</p>
+    fmt::format_to(
+        to,
+        R"(<p id="leaked" class="error">{} connections held longer than the leak timeout; the log names where each was acquired.</p>
 )",
-                   stats.leaked_connections);
+        stats.leaked_connections);
   } else {
     out += "<p id=\"leaked\">None held longer than the leak timeout.</p>\n";
   }
@@ -271,13 +272,15 @@ std::string render_landing_page(const LandingPageInfo& info, const PoolStatistic
 )",
                  fmt::arg("metrics", html_escape(info.telemetry_path)));
   if (!info.prometheus_url.empty()) {
-    fmt::format_to(to,
-                   R"(<li id="prometheus">Prometheus: <a href="{0}/classic/alerts">alerts</a>, <a href="{0}/classic/targets">targets</a>, <a href="{0}/graph">graph</a></li>
+    fmt::format_to(
+        to,
+        R"(<li id="prometheus">Prometheus: <a href="{0}/classic/alerts">alerts</a>, <a href="{0}/classic/targets">targets</a>, <a href="{0}/graph">graph</a></li>
 )",
-                   html_escape(info.prometheus_url));
+        html_escape(info.prometheus_url));
   }
   if (!info.alertmanager_url.empty()) {
-    fmt::format_to(to, R"(<li id="alertmanager"><a href="{0}/">Alertmanager</a>: alerts, silences</li>
+    fmt::format_to(to,
+                   R"(<li id="alertmanager"><a href="{0}/">Alertmanager</a>: alerts, silences</li>
 )",
                    html_escape(info.alertmanager_url));
   }
@@ -292,8 +295,7 @@ std::string render_landing_page(const LandingPageInfo& info, const PoolStatistic
     out += "</li>\n";
   }
   out += "</ul>\n";
-  fmt::format_to(to, "<footer><p>poolscope exporter {}</p></footer>\n",
-                 html_escape(info.version));
+  fmt::format_to(to, "<footer><p>poolscope exporter {}</p></footer>\n", html_escape(info.version));
   out += kRefreshScript;
   out += "</body>\n</html>\n";
   return out;

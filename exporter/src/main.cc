@@ -135,7 +135,7 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
     return families;
   };
   Endpoints::Options endpoint_options{options.telemetry_path, POOLSCOPE_VERSION,
-                                     web_config.response_headers};
+                                      web_config.response_headers};
   endpoint_options.runbooks_url = options.runbooks_url;
   endpoint_options.prometheus_url = options.prometheus_url;
   endpoint_options.alertmanager_url = options.alertmanager_url;

@@ -20,8 +20,7 @@ std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistic
         "Connection acquisition timeout: waited {:.3f} s for a connection from pool '{}' "
         "({} connections open, state {}) while the database was unreachable: {}; the pool "
         "keeps reconnecting, check that the database named in DATABASE_URL is up and reachable",
-        seconds, stats.pool_name, stats.total_connections, to_string(stats.state),
-        *database_error);
+        seconds, stats.pool_name, stats.total_connections, to_string(stats.state), *database_error);
   }
   return fmt::format(
       "Connection acquisition timeout: waited {:.3f} s for a connection from pool '{}' "

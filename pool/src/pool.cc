@@ -563,10 +563,10 @@ void PoolCore::maintain_once(Clock::time_point now) {
     if (!initialized_ && !init_failed_ && now - created_at_ >= config_.init_timeout) {
       init_failed_ = true;
       // The connection error, if any, is the cause: it stays in the message.
-      record_error_locked(
-          ErrorType::kConnectionFailed,
-          last_error_ ? "Pool initialization timeout: " + *last_error_ : "Pool initialization timeout",
-          now);
+      record_error_locked(ErrorType::kConnectionFailed,
+                          last_error_ ? "Pool initialization timeout: " + *last_error_
+                                      : "Pool initialization timeout",
+                          now);
       drained_cv_.notify_all();
     }
     // Oldest idle first (idle_ is a stack). Lifetime applies to all idle

@@ -130,7 +130,8 @@ TEST_F(LandingPageTest, ColoursTheStateAndShowsTheGaugesAndCounters) {
   EXPECT_TRUE(contains(page, R"(<span class="value">3</span><span class="label">waiting callers)"));
   EXPECT_TRUE(contains(page, R"(<span class="value">75 %</span>)"));
   EXPECT_TRUE(contains(page, R"(<span class="value">4242</span><span class="label">acquisitions)"));
-  EXPECT_TRUE(contains(page, R"(<span class="value">17</span><span class="label">acquisition timeouts)"));
+  EXPECT_TRUE(
+      contains(page, R"(<span class="value">17</span><span class="label">acquisition timeouts)"));
 }
 
 TEST_F(LandingPageTest, RefreshesItselfEveryInterval) {
@@ -180,7 +181,8 @@ TEST_F(LandingPageTest, LinksEveryAlertsRunbook) {
        {"ConnectionPoolNoConnections", "ConnectionPoolUnhealthy", "ConnectionPoolExhausted",
         "ConnectionPoolLeak", "ConnectionPoolHighLatency", "ConnectionPoolDegraded",
         "ConnectionPoolLowCapacity", "ConnectionPoolFullyUtilized"}) {
-    EXPECT_TRUE(contains(page, "href=\"https://wiki.example/runbooks/" + std::string(alert) + ".md\""))
+    EXPECT_TRUE(
+        contains(page, "href=\"https://wiki.example/runbooks/" + std::string(alert) + ".md\""))
         << alert;
   }
 }
