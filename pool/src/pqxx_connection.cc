@@ -97,8 +97,8 @@ std::string first_line(std::string text) {
   return text;
 }
 
-// libpq reports a rejected login only in its message text (the server's
-// SQLSTATE 28P01/28000 does not reach a failed PQconnectdb).
+// A failed connection attempt reaches us only as libpq's message text (no
+// SQLSTATE), so a rejected login is recognised by its wording.
 bool is_authentication_failure(std::string_view message) {
   return message.find("authentication failed") != std::string_view::npos ||
          message.find("no password supplied") != std::string_view::npos ||
