@@ -173,8 +173,15 @@ HttpResponse Endpoints::health() const {
 HttpResponse Endpoints::landing() const {
   HttpResponse response;
   response.content_type = "text/html; charset=utf-8";
-  response.body = render_landing_page({options_.version, options_.telemetry_path},
-                                      sources_.statistics(), shutting_down());
+  const PoolStatistics stats = sources_.statistics();
+  LandingPageInfo info;
+  info.version = options_.version;
+  info.telemetry_path = options_.telemetry_path;
+  info.runbooks_url = options_.runbooks_url;
+  info.prometheus_url = options_.prometheus_url;
+  info.alertmanager_url = options_.alertmanager_url;
+  response.body =
+      render_landing_page(info, stats, health_document(stats, sources_.now()), shutting_down());
   response.headers.emplace_back("Cache-Control", "no-store");
   return response;
 }

@@ -41,6 +41,9 @@ class Endpoints {
     std::string version;  ///< shown on the landing page and in MCP serverInfo
     /// Headers added to every response (web configuration's http_server_config.headers).
     std::vector<std::pair<std::string, std::string>> response_headers;
+    std::string runbooks_url;      ///< landing page: base URL of the runbooks ("" = no links)
+    std::string prometheus_url;    ///< landing page: Prometheus base URL ("" = no links)
+    std::string alertmanager_url;  ///< landing page: Alertmanager base URL ("" = no link)
   };
 
   /// Where responses come from. Both are called on request threads.

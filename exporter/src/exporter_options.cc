@@ -242,6 +242,27 @@ void check_metrics_prefix(const std::string& prefix) {
   }
 }
 
+// A base URL for links on the landing page: http(s), no trailing slash.
+std::string checked_base_url(std::string url, std::string_view flag) {
+  auto reject = [&](std::string_view why) {
+    return UsageError(fmt::format(
+        "invalid {}='{}': {}; expected an http:// or https:// URL such as http://prometheus:9090",
+        flag, url, why));
+  };
+  if (!url.starts_with("http://") && !url.starts_with("https://")) {
+    throw reject("it must start with http:// or https://");
+  }
+  for (const char c : url) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= ' ' || byte == 127 || c == '"' || c == '<' || c == '>' || c == '\\') {
+      throw reject("it must not contain spaces, control characters, quotes, <, > or backslashes");
+    }
+  }
+  while (url.ends_with('/')) url.pop_back();
+  if (url == "http:" || url == "https:") throw reject("it has no host");
+  return url;
+}
+
 void check_telemetry_path(const std::string& path) {
   auto reject = [&](std::string_view why) {
     return UsageError(fmt::format(
@@ -320,6 +341,25 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                  "prefix of every metric name (default: codebase_mcp_pool_)")
       ->type_name("PREFIX")
       ->group("Web");
+  std::string runbooks_url(kDefaultRunbooksUrl);
+  app.add_option("--landing-page.runbooks-url", runbooks_url,
+                 fmt::format("base URL of the runbooks linked from the landing page, one "
+                             "<AlertName>.md each (default: {})",
+                             kDefaultRunbooksUrl))
+      ->type_name("URL")
+      ->group("Landing page");
+  std::string prometheus_url;
+  app.add_option("--landing-page.prometheus-url", prometheus_url,
+                 "Prometheus that scrapes this exporter, linked from the landing page "
+                 "(default: no link)")
+      ->type_name("URL")
+      ->group("Landing page");
+  std::string alertmanager_url;
+  app.add_option("--landing-page.alertmanager-url", alertmanager_url,
+                 "Alertmanager that routes this exporter's alerts, linked from the landing page "
+                 "(default: no link)")
+      ->type_name("URL")
+      ->group("Landing page");
 
   bool print_rules = false, print_alertmanager = false, print_dashboard = false;
   app.add_flag("--print-rules", print_rules,
@@ -433,6 +473,14 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   check_metrics_prefix(metrics_prefix);
   options.metrics_prefix = metrics_prefix;
   options.web_config_file = web_config_file;
+  options.runbooks_url = checked_base_url(runbooks_url, "--landing-page.runbooks-url");
+  if (!prometheus_url.empty()) {
+    options.prometheus_url = checked_base_url(prometheus_url, "--landing-page.prometheus-url");
+  }
+  if (!alertmanager_url.empty()) {
+    options.alertmanager_url =
+        checked_base_url(alertmanager_url, "--landing-page.alertmanager-url");
+  }
   return options;
 }
 

@@ -20,6 +20,9 @@ namespace poolscope::exporter {
 /// Prometheus wiki, so any port in it is also some rarely seen exporter's;
 /// --web.listen-address changes it.
 inline constexpr std::string_view kDefaultListenAddress = ":9839";
+/// Where the landing page's runbook links point unless configured.
+inline constexpr std::string_view kDefaultRunbooksUrl =
+    "https://github.com/poolscope/poolscope/blob/main/docs/runbooks";
 
 /// Everything the exporter was asked to do, from flags and the environment
 /// (a flag wins over its variable). A plain value.
@@ -44,6 +47,11 @@ struct ExporterOptions {
   /// `SELECT pg_sleep(hold)` (demos and end-to-end tests). 0 = off.
   std::size_t workload_workers = 0;
   std::chrono::milliseconds workload_hold{10};
+  /// Landing-page links: runbooks base URL, Prometheus and Alertmanager base
+  /// URLs ("" = not shown); http(s), without a trailing slash.
+  std::string runbooks_url{kDefaultRunbooksUrl};
+  std::string prometheus_url;
+  std::string alertmanager_url;
 };
 
 /// Looks up an environment variable; nullopt when unset.

@@ -134,9 +134,13 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
                     std::make_move_iterator(snapshot.end()));
     return families;
   };
-  Endpoints endpoints(
-      Endpoints::Options{options.telemetry_path, POOLSCOPE_VERSION, web_config.response_headers},
-      std::move(sources), std::move(authenticator), std::move(rate_limiter));
+  Endpoints::Options endpoint_options{options.telemetry_path, POOLSCOPE_VERSION,
+                                      web_config.response_headers};
+  endpoint_options.runbooks_url = options.runbooks_url;
+  endpoint_options.prometheus_url = options.prometheus_url;
+  endpoint_options.alertmanager_url = options.alertmanager_url;
+  Endpoints endpoints(std::move(endpoint_options), std::move(sources), std::move(authenticator),
+                      std::move(rate_limiter));
 
   std::unique_ptr<HttpServer> server;
   try {
@@ -146,7 +150,11 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
       return endpoints.handle(request);
     });
   } catch (const std::exception& error) {
-    log_event(LogLevel::kCritical, "Cannot start the HTTP server", {{"error", error.what()}});
+    log_event(LogLevel::kCritical,
+              fmt::format("Cannot start the HTTP server: {}; if another process uses the "
+                          "address, choose another with --web.listen-address",
+                          error.what()),
+              {{"error", error.what()}});
     metrics.remove(pool);
     pool.shutdown();
     return EXIT_FAILURE;

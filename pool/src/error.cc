@@ -12,8 +12,16 @@ ConfigError::ConfigError(std::string variable, std::string value, const std::str
       value_(std::move(value)) {}
 
 namespace {
-std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistics& stats) {
+std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistics& stats,
+                            const std::optional<std::string>& database_error) {
   const double seconds = std::chrono::duration<double>(waited).count();
+  if (database_error) {
+    return fmt::format(
+        "Connection acquisition timeout: waited {:.3f} s for a connection from pool '{}' "
+        "({} connections open, state {}) while the database was unreachable: {}; the pool "
+        "keeps reconnecting, check that the database named in DATABASE_URL is up and reachable",
+        seconds, stats.pool_name, stats.total_connections, to_string(stats.state), *database_error);
+  }
   return fmt::format(
       "Connection acquisition timeout: waited {:.3f} s for a connection from pool '{}' "
       "({}/{} connections active, {} waiting, state {}); raise POOL_MAX_SIZE or "
@@ -24,8 +32,12 @@ std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistic
 }  // namespace
 
 AcquireTimeout::AcquireTimeout(std::chrono::nanoseconds waited,
-                               std::shared_ptr<const PoolStatistics> snapshot)
-    : Error(timeout_message(waited, *snapshot)), waited_(waited), snapshot_(std::move(snapshot)) {}
+                               std::shared_ptr<const PoolStatistics> snapshot,
+                               std::optional<std::string> database_error)
+    : Error(timeout_message(waited, *snapshot, database_error)),
+      waited_(waited),
+      snapshot_(std::move(snapshot)),
+      database_error_(std::move(database_error)) {}
 
 PoolClosed::PoolClosed()
     : Error("the connection pool is shut down: no connection is handed out any more") {}

@@ -94,7 +94,7 @@ PoolCore::~PoolCore() { shutdown(); }
 
 void PoolCore::start() {
   log(LogLevel::kInfo,
-      fmt::format("Connection pool initialized: min_size={}, max_size={}", config_.min_size,
+      fmt::format("Connection pool starting: min_size={}, max_size={}", config_.min_size,
                   config_.max_size),
       {{"pool", config_.name},
        {"min_size", config_.min_size},
@@ -221,10 +221,20 @@ void PoolCore::close_slot_unlocked(Lock& lock, Slot* slot, CloseReason reason) {
 
 void PoolCore::throw_timeout_locked(Lock& lock, Clock::time_point started, Clock::time_point now) {
   ++timeouts_;
-  record_error_locked(ErrorType::kAcquireTimeout, "Connection acquisition timeout", now);
+  // While opening connections fails the pool cannot grow: the connection
+  // error is the cause of the timeout, so it stays the last error and the
+  // exception names it.
+  std::optional<std::string> database_error;
+  if (consecutive_failures_ > 0) database_error = last_error_;
+  if (database_error) {
+    ++errors_[static_cast<std::size_t>(ErrorType::kAcquireTimeout)];
+    window_.record_error(now);
+  } else {
+    record_error_locked(ErrorType::kAcquireTimeout, "Connection acquisition timeout", now);
+  }
   auto snapshot = std::make_shared<const PoolStatistics>(statistics_locked(now));
   lock.unlock();
-  throw AcquireTimeout(now - started, std::move(snapshot));
+  throw AcquireTimeout(now - started, std::move(snapshot), std::move(database_error));
 }
 
 void PoolCore::lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
@@ -470,8 +480,8 @@ void PoolCore::connector_loop() {
       notify_created(connected - connect_started);
       if (just_initialized) {
         log(LogLevel::kInfo,
-            fmt::format("Created {} initial connections in {:.0f}ms", total,
-                        to_ms(connected - created_at_)),
+            fmt::format("Connection pool initialized: created {} initial connections in {:.0f}ms",
+                        total, to_ms(connected - created_at_)),
             {{"pool", config_.name}, {"connections", total}});
       }
       if (recovered) {
@@ -494,19 +504,21 @@ void PoolCore::connector_loop() {
       const bool outage_started = slots_.empty() && consecutive_failures_ == 1;
       if (auto t = update_state_locked(connected)) transitions.push_back(*t);
       const std::uint64_t attempt = consecutive_failures_;
+      const bool ever_connected = created_ > 0;
       lock.unlock();
-      if (outage_started) {
+      if (outage_started && ever_connected) {
         log(LogLevel::kWarning, fmt::format("Database connection lost: {}", failure),
             {{"pool", config_.name}});
+      } else if (outage_started) {
+        // Never connected: "lost" would be wrong; the failure says what is.
+        log(LogLevel::kWarning, failure, {{"pool", config_.name}});
       } else {
         log(LogLevel::kWarning, fmt::format("Opening a connection failed: {}", failure),
             {{"pool", config_.name}});
       }
-      const std::size_t initial = config_.reconnect_backoff.size();
-      const std::string progress =
-          attempt <= initial ? fmt::format("{}/{}", attempt, initial) : fmt::format("{}", attempt);
+      // No "N/M": the pool retries until the database is back.
       log(LogLevel::kInfo,
-          fmt::format("Reconnection attempt {} (delay: {}s)", progress,
+          fmt::format("Reconnection attempt {} (delay: {}s)", attempt,
                       duration<double>(delay).count()),
           {{"pool", config_.name}, {"attempt", attempt}});
     }
@@ -550,7 +562,11 @@ void PoolCore::maintain_once(Clock::time_point now) {
     if (closing_) return;
     if (!initialized_ && !init_failed_ && now - created_at_ >= config_.init_timeout) {
       init_failed_ = true;
-      record_error_locked(ErrorType::kConnectionFailed, "Pool initialization timeout", now);
+      // The connection error, if any, is the cause: it stays in the message.
+      record_error_locked(ErrorType::kConnectionFailed,
+                          last_error_ ? "Pool initialization timeout: " + *last_error_
+                                      : "Pool initialization timeout",
+                          now);
       drained_cv_.notify_all();
     }
     // Oldest idle first (idle_ is a stack). Lifetime applies to all idle

@@ -97,6 +97,14 @@ std::string first_line(std::string text) {
   return text;
 }
 
+// A failed connection attempt reaches us only as libpq's message text (no
+// SQLSTATE), so a rejected login is recognised by its wording.
+bool is_authentication_failure(std::string_view message) {
+  return message.find("authentication failed") != std::string_view::npos ||
+         message.find("no password supplied") != std::string_view::npos ||
+         message.find("no pg_hba.conf entry") != std::string_view::npos;
+}
+
 class PqxxConnection final : public Connection {
  public:
   PqxxConnection(std::unique_ptr<pqxx::connection> connection, std::chrono::milliseconds io_timeout)
@@ -231,7 +239,12 @@ class PqxxFactory final : public ConnectionFactory {
       pooled->validate(io_timeout_);
       return pooled;
     } catch (const pqxx::broken_connection& error) {
-      throw Error("Database connection refused: " + first_line(scrub(error.what(), password_)));
+      const std::string reason = first_line(scrub(error.what(), password_));
+      if (is_authentication_failure(reason)) {
+        throw Error("Database authentication failed: " + reason +
+                    "; check the user and password in DATABASE_URL");
+      }
+      throw Error("Cannot connect to the database: " + reason);
     } catch (const Error& error) {
       throw Error(first_line(scrub(error.what(), password_)));
     } catch (const std::exception& error) {

@@ -103,6 +103,9 @@ class StackCliTest(unittest.TestCase):
             for key in ("landing_page", "metrics", "health"):
                 self.assertEqual(stack.http_get(exporter[key]).status, 200, exporter[key])
         self.assertEqual(stack.http_get(urls["prometheus"]["ui"] + "-/ready").status, 200)
+        # The printed links to Prometheus' pages exist on this Prometheus.
+        for key in ("targets", "alerts"):
+            self.assertEqual(stack.http_get(urls["prometheus"][key]).status, 200, urls["prometheus"][key])
         self.assertEqual(stack.http_get(urls["alertmanager"]["ui"] + "-/ready").status, 200)
         self.assertIsInstance(stack.http_json(urls["receiver"]["url"]), list)
         self.assertTrue(os.path.isfile(urls["receiver"]["log"]))

@@ -125,6 +125,7 @@ class BadInputTest(unittest.TestCase):
             result = run([f"--web.listen-address=127.0.0.1:{port}"])
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn(str(port).encode(), result.stderr)
+        self.assertIn(b"--web.listen-address", result.stderr)
         self.assertNotIn(PASSWORD.encode(), result.stderr)
 
 

@@ -229,6 +229,26 @@ TEST(ExporterOptions, TelemetryPathMustBeAFreeAbsolutePath) {
   }
 }
 
+TEST(ExporterOptions, LandingPageLinksAreHttpUrlsWithoutATrailingSlash) {
+  const ExporterOptions defaults = Fixture{}.parse({});
+  EXPECT_EQ(defaults.runbooks_url, kDefaultRunbooksUrl);
+  EXPECT_EQ(defaults.prometheus_url, "");
+  EXPECT_EQ(defaults.alertmanager_url, "");
+  const ExporterOptions options = Fixture{}.parse(
+      {"--landing-page.prometheus-url=http://prom:9090/", "--landing-page.alertmanager-url",
+       "https://am.example", "--landing-page.runbooks-url=https://wiki.example/runbooks/"});
+  EXPECT_EQ(options.prometheus_url, "http://prom:9090");
+  EXPECT_EQ(options.alertmanager_url, "https://am.example");
+  EXPECT_EQ(options.runbooks_url, "https://wiki.example/runbooks");
+  EXPECT_THAT(Fixture{}.error({"--landing-page.prometheus-url=prom:9090"}),
+              AllOf(HasSubstr("--landing-page.prometheus-url='prom:9090'"),
+                    HasSubstr("http:// or https://")));
+  EXPECT_THAT(Fixture{}.error({"--landing-page.alertmanager-url=http://a\"b"}),
+              HasSubstr("--landing-page.alertmanager-url"));
+  EXPECT_THAT(Fixture{}.error({"--landing-page.runbooks-url=https://"}),
+              HasSubstr("--landing-page.runbooks-url"));
+}
+
 TEST(ExporterOptions, HelpAndVersionNeedNoDatabase) {
   Fixture fixture;
   fixture.environment.clear();

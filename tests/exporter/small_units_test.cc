@@ -1,8 +1,9 @@
 // Tests of the exporter's small pure helpers: gzip negotiation, the rate
-// limiter, password redaction and HTML escaping.
+// limiter, password redaction, HTML escaping and the landing page.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "gzip.h"
@@ -89,6 +90,101 @@ TEST(HtmlEscape, EscapesMarkupCharacters) {
   EXPECT_EQ(html_escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
   EXPECT_EQ(html_escape("plain"), "plain");
+}
+
+class LandingPageTest : public ::testing::Test {
+ protected:
+  LandingPageTest() {
+    info_.version = "1.2.3";
+    info_.telemetry_path = "/metrics";
+    info_.runbooks_url = "https://wiki.example/runbooks";
+    stats_.pool_name = "orders";
+    stats_.state = PoolState::kDegraded;
+    stats_.health = HealthStatus::kDegraded;
+    stats_.total_connections = 7;
+    stats_.active_connections = 6;
+    stats_.idle_connections = 1;
+    stats_.waiting_requests = 3;
+    stats_.min_size = 2;
+    stats_.max_size = 8;
+    stats_.total_acquisitions = 4242;
+    stats_.acquire_timeouts = 17;
+  }
+  std::string render(const nlohmann::json& health = nlohmann::json::object()) const {
+    return render_landing_page(info_, stats_, health, false);
+  }
+  LandingPageInfo info_;
+  PoolStatistics stats_;
+};
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST_F(LandingPageTest, ColoursTheStateAndShowsTheGaugesAndCounters) {
+  const std::string page = render();
+  EXPECT_TRUE(contains(page, R"(<body class="health-degraded")"));
+  EXPECT_TRUE(contains(page, R"(class="badge state-degraded")"));
+  EXPECT_TRUE(contains(page, R"(<span class="value">6</span><span class="label">active</span>)"));
+  EXPECT_TRUE(contains(page, R"(<span class="value">7 (2 / 8)</span>)"));
+  EXPECT_TRUE(contains(page, R"(<span class="value">3</span><span class="label">waiting callers)"));
+  EXPECT_TRUE(contains(page, R"(<span class="value">75 %</span>)"));
+  EXPECT_TRUE(contains(page, R"(<span class="value">4242</span><span class="label">acquisitions)"));
+  EXPECT_TRUE(
+      contains(page, R"(<span class="value">17</span><span class="label">acquisition timeouts)"));
+}
+
+TEST_F(LandingPageTest, RefreshesItselfEveryInterval) {
+  info_.refresh_interval = std::chrono::seconds(7);
+  const std::string page = render();
+  EXPECT_TRUE(contains(page, R"(data-refresh-ms="7000")"));
+  EXPECT_TRUE(contains(page, R"(<noscript><meta http-equiv="refresh" content="7"></noscript>)"));
+  EXPECT_TRUE(contains(page, "fetch(window.location.pathname"));
+}
+
+TEST_F(LandingPageTest, ListsTheLeaksOfTheHealthDocument) {
+  stats_.leaked_connections = 1;
+  const auto health = nlohmann::json::parse(
+      R"({"leaks":[{"id":12,"held_seconds":95.5,"site":"orders.cc:42 <checkout>"}]})");
+  const std::string page = render(health);
+  EXPECT_TRUE(contains(page, "<th>id</th><th>held_seconds</th><th>site</th>"));
+  EXPECT_TRUE(contains(page, "<td>12</td><td>95.5</td><td>orders.cc:42 &lt;checkout&gt;</td>"));
+}
+
+TEST_F(LandingPageTest, CountsTheLeaksWhenTheHealthDocumentHasNoList) {
+  stats_.leaked_connections = 2;
+  EXPECT_TRUE(contains(render(), "2 connections held longer than the leak timeout"));
+  stats_.leaked_connections = 0;
+  EXPECT_TRUE(contains(render(), "None held longer than the leak timeout."));
+}
+
+TEST_F(LandingPageTest, ShowsTheLastError) {
+  stats_.last_error = "Cannot connect to the database: Connection refused";
+  EXPECT_TRUE(contains(render(), "Cannot connect to the database: Connection refused"));
+}
+
+TEST_F(LandingPageTest, LinksPrometheusAndAlertmanagerOnlyWhenConfigured) {
+  std::string page = render();
+  EXPECT_FALSE(contains(page, "classic/alerts"));
+  EXPECT_FALSE(contains(page, "Alertmanager"));
+  info_.prometheus_url = "http://prom:9090";
+  info_.alertmanager_url = "http://am:9093";
+  page = render();
+  EXPECT_TRUE(contains(page, R"(href="http://prom:9090/classic/alerts")"));
+  EXPECT_TRUE(contains(page, R"(href="http://prom:9090/classic/targets")"));
+  EXPECT_TRUE(contains(page, R"(href="http://am:9093/")"));
+}
+
+TEST_F(LandingPageTest, LinksEveryAlertsRunbook) {
+  const std::string page = render();
+  for (const char* alert :
+       {"ConnectionPoolNoConnections", "ConnectionPoolUnhealthy", "ConnectionPoolExhausted",
+        "ConnectionPoolLeak", "ConnectionPoolHighLatency", "ConnectionPoolDegraded",
+        "ConnectionPoolLowCapacity", "ConnectionPoolFullyUtilized"}) {
+    EXPECT_TRUE(
+        contains(page, "href=\"https://wiki.example/runbooks/" + std::string(alert) + ".md\""))
+        << alert;
+  }
 }
 
 }  // namespace

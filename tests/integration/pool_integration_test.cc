@@ -1,10 +1,15 @@
 // The pool against the real PostgreSQL started by scripts/test.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <mutex>
 #include <pqxx/pqxx>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -200,20 +205,100 @@ TEST(PoolIntegration, ShutdownWaitsForActiveQueriesThenTerminates) {
   EXPECT_EQ(pool.get_statistics().total_connections, 0u);
 }
 
-TEST(PoolIntegration, WrongPasswordIsReportedWithoutThePassword) {
+TEST(PoolIntegration, WrongPasswordIsReportedAsAnAuthenticationFailureWithoutThePassword) {
   auto c = config();
   const std::string url = shared_database_url();
   const auto at = url.find('@');
   const auto colon = url.rfind(':', at);
   c.database_url = url.substr(0, colon + 1) + "not-the-password-xyzzy" + url.substr(at);
   c.init_timeout = 500ms;
-  Pool pool(c);
-  EXPECT_FALSE(pool.wait_until_ready());
-  ASSERT_TRUE(eventually([&] { return pool.get_statistics().connection_failures >= 1; }));
-  const auto s = pool.get_statistics();
-  ASSERT_TRUE(s.last_error.has_value());
-  EXPECT_EQ(s.last_error->find("xyzzy"), std::string::npos) << *s.last_error;
-  EXPECT_FALSE(can_serve(s));
+  ::testing::internal::CaptureStderr();
+  std::string log;
+  {
+    Pool pool(c);
+    EXPECT_FALSE(pool.wait_until_ready());
+    ASSERT_TRUE(eventually([&] { return pool.get_statistics().connection_failures >= 1; }));
+    const auto s = pool.get_statistics();
+    ASSERT_TRUE(s.last_error.has_value());
+    EXPECT_EQ(s.last_error->find("xyzzy"), std::string::npos) << *s.last_error;
+    EXPECT_NE(s.last_error->find("Database authentication failed"), std::string::npos)
+        << *s.last_error;
+    EXPECT_EQ(s.last_error->find("refused"), std::string::npos) << *s.last_error;
+    EXPECT_FALSE(can_serve(s));
+    pool.shutdown();
+    log = ::testing::internal::GetCapturedStderr();
+  }
+  EXPECT_NE(log.find("Database authentication failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("check the user and password in DATABASE_URL"), std::string::npos) << log;
+  // Never connected: nothing was "lost", and the pool never "initialized".
+  EXPECT_EQ(log.find("Database connection lost"), std::string::npos) << log;
+  EXPECT_EQ(log.find("Connection pool initialized"), std::string::npos) << log;
+  EXPECT_NE(log.find("Connection pool starting"), std::string::npos) << log;
+  EXPECT_NE(log.find("Reconnection attempt 1 ("), std::string::npos) << log;
+  EXPECT_EQ(log.find("xyzzy"), std::string::npos) << log;
+}
+
+TEST(PoolIntegration, InitializedIsLoggedAfterTheFirstConnections) {
+  ::testing::internal::CaptureStderr();
+  std::string log;
+  {
+    Pool pool(config());
+    ASSERT_TRUE(pool.wait_until_ready());
+    pool.shutdown();
+    log = ::testing::internal::GetCapturedStderr();
+  }
+  const auto starting = log.find("Connection pool starting");
+  const auto initialized = log.find("Connection pool initialized: created 2 initial connections");
+  ASSERT_NE(starting, std::string::npos) << log;
+  ASSERT_NE(initialized, std::string::npos) << log;
+  EXPECT_LT(starting, initialized);
+}
+
+// A loopback port with nothing listening on it.
+int closed_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+TEST(PoolIntegration, TimeoutAgainstAnUnreachableDatabaseNamesTheConnectionError) {
+  PoolConfig c;
+  c.database_url = "postgresql://app:secret@127.0.0.1:" + std::to_string(closed_port()) + "/app";
+  c.min_size = 1;
+  c.max_size = 2;
+  c.reconnect_backoff = {100ms};
+  ::testing::internal::CaptureStderr();
+  std::string log;
+  {
+    Pool pool(c);
+    ASSERT_TRUE(eventually([&] { return pool.get_statistics().connection_failures >= 2; }));
+    try {
+      pool.acquire(300ms);
+      ADD_FAILURE() << "acquire() returned a connection from an unreachable database";
+    } catch (const AcquireTimeout& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+      EXPECT_NE(message.find("DATABASE_URL"), std::string::npos) << message;
+      EXPECT_EQ(message.find("POOL_MAX_SIZE"), std::string::npos) << message;
+      EXPECT_EQ(message.find("secret"), std::string::npos) << message;
+    }
+    const auto s = pool.get_statistics();
+    ASSERT_TRUE(s.last_error.has_value());
+    // While callers time out, the cause stays the last error.
+    EXPECT_NE(s.last_error->find("Connection refused"), std::string::npos) << *s.last_error;
+    EXPECT_GE(s.acquire_timeouts, 1u);
+    pool.shutdown();
+    log = ::testing::internal::GetCapturedStderr();
+  }
+  // Retries go on until the database is back: no "N/M" limit in the log.
+  EXPECT_NE(log.find("Reconnection attempt 2 ("), std::string::npos) << log;
+  EXPECT_EQ(log.find("Reconnection attempt 1/"), std::string::npos) << log;
 }
 
 }  // namespace

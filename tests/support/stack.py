@@ -571,6 +571,10 @@ class Stack(Startable):
                                          self.alertmanager_config_path, self.alertmanager_binary).start()
 
         for index, spec in enumerate(self.exporter_specs):
+            # The landing page links the Alertmanager (Prometheus starts
+            # later, once it knows the exporters' ports).
+            spec = dataclasses.replace(spec, args=[
+                f"--landing-page.alertmanager-url={self.alertmanager.url}", *spec.args])
             self.exporters.append(StackExporter(self.exporter_binary, spec,
                                                 os.path.join(self.workdir, f"exporter-{index + 1}")))
         for exporter in self.exporters:
@@ -658,8 +662,8 @@ class Stack(Startable):
             } for e in self.exporters],
             "prometheus": {
                 "ui": self.prometheus.url + "/",
-                "targets": self.prometheus.url + "/targets",
-                "alerts": self.prometheus.url + "/alerts",
+                "targets": self.prometheus.url + "/classic/targets",
+                "alerts": self.prometheus.url + "/classic/alerts",
                 "rules_file": self.rules_path,
                 "log": self.prometheus.log_path,
             },

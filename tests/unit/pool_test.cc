@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -155,6 +157,58 @@ TEST_F(PoolTest, AcquireTimesOutWhenExhausted) {
   EXPECT_EQ(s.error_count(ErrorType::kAcquireTimeout), 1u);
   EXPECT_EQ(s.waiting_requests, 0u);
   EXPECT_EQ(s.last_error, "Connection acquisition timeout");
+}
+
+TEST_F(PoolTest, ExhaustedTimeoutAdvisesOnThePoolNotTheDatabase) {
+  auto c = config();
+  c.max_size = 1;
+  c.min_size = 1;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::string message;
+  std::optional<std::string> database_error = "unset";
+  std::thread waiter([&] {
+    try {
+      pool->acquire(1s);
+    } catch (const AcquireTimeout& error) {
+      message = error.what();
+      database_error = error.database_error();
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  clock_->advance(1500ms);
+  waiter.join();
+  EXPECT_NE(message.find("POOL_MAX_SIZE"), std::string::npos) << message;
+  EXPECT_EQ(database_error, std::nullopt);
+}
+
+TEST_F(PoolTest, TimeoutDuringAnOutageKeepsAndNamesTheConnectionError) {
+  auto c = config();
+  c.reconnect_backoff = {10s};  // no new attempt while the caller waits
+  server_->down = true;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().connection_failures >= 1; }));
+  std::string message;
+  std::optional<std::string> database_error;
+  std::thread waiter([&] {
+    try {
+      pool->acquire(1s);
+    } catch (const AcquireTimeout& error) {
+      message = error.what();
+      database_error = error.database_error();
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  clock_->advance(1500ms);
+  waiter.join();
+  EXPECT_NE(message.find("fake server is down"), std::string::npos) << message;
+  EXPECT_EQ(message.find("POOL_MAX_SIZE"), std::string::npos) << message;
+  EXPECT_EQ(database_error, "Database connection refused: fake server is down");
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.acquire_timeouts, 1u);
+  EXPECT_EQ(s.error_count(ErrorType::kAcquireTimeout), 1u);
+  EXPECT_EQ(s.last_error, "Database connection refused: fake server is down");
 }
 
 TEST_F(PoolTest, WaitersAreServedFirstComeFirstServed) {

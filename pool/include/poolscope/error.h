@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -38,16 +39,23 @@ class ConfigError : public Error {
 /// acquire() waited its whole timeout without getting a connection.
 class AcquireTimeout : public Error {
  public:
-  AcquireTimeout(std::chrono::nanoseconds waited, std::shared_ptr<const PoolStatistics> snapshot);
+  /// `database_error`: the connection error that kept the pool from opening
+  /// connections, when that is why no connection became free.
+  AcquireTimeout(std::chrono::nanoseconds waited, std::shared_ptr<const PoolStatistics> snapshot,
+                 std::optional<std::string> database_error = std::nullopt);
 
   /// How long the caller waited before giving up.
   std::chrono::nanoseconds waited() const noexcept { return waited_; }
   /// The pool's statistics at the moment of the timeout (never null).
   const PoolStatistics& statistics() const noexcept { return *snapshot_; }
+  /// The database's error when the database, not the pool's size, is the
+  /// cause (the last attempt to open a connection failed); else nullopt.
+  const std::optional<std::string>& database_error() const noexcept { return database_error_; }
 
  private:
   std::chrono::nanoseconds waited_;
   std::shared_ptr<const PoolStatistics> snapshot_;
+  std::optional<std::string> database_error_;
 };
 
 /// The pool is shutting down or terminated; no connection will be handed out.
