@@ -12,8 +12,10 @@ on sys.path first.
   Startable              start() on `with`, stop() on leaving it (or when start fails)
   Server                 a server on a free port, retried when the port was
                          taken in the meantime, ready once /-/ready answers 200
+  ensure_npm_packages    `npm ci` in a folder with a package-lock.json, once
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -39,6 +41,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def ensure_npm_packages(folder: str, package: str, timeout_s: float = 600) -> None:
+    """Installs folder's pinned npm packages (`npm ci`) unless `package` is there.
+
+    Serialised with a lock file, so tests running in parallel install once.
+    """
+    marker = os.path.join(folder, "node_modules", package, "package.json")
+    if os.path.exists(marker):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ServerError("npm not found: install Node.js (scripts/setup does)")
+    with open(os.path.join(folder, ".npm-install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(marker):
+            print(f"installing the pinned npm packages of {folder} with npm ci", flush=True)
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, check=True,
+                           stdout=subprocess.DEVNULL, timeout=timeout_s)
 
 
 def die_with_parent(command: Sequence[str]) -> List[str]:
