@@ -18,14 +18,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
 import loopback  # noqa: E402
 
 SKIPPED = 77
@@ -43,13 +42,6 @@ BOUND_ADDRESS = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 def fail(message):
     print(f"FAIL {message}", file=sys.stderr)
     sys.exit(1)
-
-
-def closed_port():
-    """A loopback port nothing listens on (free a moment ago)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def with_port(database_url, port):
@@ -133,7 +125,7 @@ def main():
     failures = []
     with tempfile.TemporaryDirectory(prefix="poolscope-mcp-") as workdir:
         runs = [("database up", database_url, "up"),
-                ("database unreachable", with_port(database_url, closed_port()), "down")]
+                ("database unreachable", with_port(database_url, loopback.free_port()), "down")]
         for name, url, expect in runs:
             print(f"--- {name}", flush=True)
             exporter = Exporter(args.exporter, url, workdir, name.replace(" ", "-"))
