@@ -25,7 +25,7 @@ namespace poolscope::exporter {
 /// request in, one response out.
 ///
 /// Routes `telemetry_path` (Prometheus text format, gzip when accepted),
-/// `/health` (the guide's document; 503 when the pool cannot serve or the
+/// `/health` (the health document; 503 when the pool cannot serve or the
 /// exporter is shutting down), `/mcp` (McpServer) and `/` (landing page).
 /// Unknown paths get 404, wrong methods 405 with Allow. With a rate limit,
 /// excess requests get 429; with basic-auth users, requests without valid

@@ -9,7 +9,7 @@
 
 namespace poolscope::exporter {
 
-/// The guide's health document (the /health body and the MCP resource
+/// The health document (the /health body and the MCP resource
 /// `health://connection-pool`), built from one statistics snapshot:
 ///
 ///     {"status": "healthy"|"degraded"|"unhealthy",

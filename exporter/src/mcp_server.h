@@ -43,7 +43,7 @@ class McpServer {
     std::function<nlohmann::json()> statistics;  ///< the full statistics document
   };
 
-  /// URI of the health resource (the guide's name).
+  /// URI of the health resource.
   static constexpr std::string_view kHealthUri = "health://connection-pool";
   /// URI of the statistics resource.
   static constexpr std::string_view kStatisticsUri = "stats://connection-pool";

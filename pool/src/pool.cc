@@ -460,8 +460,8 @@ void PoolCore::connector_loop() {
       last_health_check_wall_ = clock_->wall_now();
       if (recovered) {
         // The outage is over: its errors and the waits it caused are
-        // history, so the pool goes RECOVERING -> HEALTHY as the guide
-        // describes instead of staying DEGRADED for the health window.
+        // history, so the pool goes RECOVERING -> HEALTHY instead of
+        // staying DEGRADED for the health window.
         window_.forget_outage();
         outage_ended_at_ = connected;
       }
@@ -493,8 +493,8 @@ void PoolCore::connector_loop() {
     } else {
       ++failures_;
       if (slots_.empty() && consecutive_failures_ == 0 && initialized_) {
-        // Guide's diagram: the pool is UNHEALTHY when it has lost every
-        // connection, and RECOVERING once a reconnection is scheduled.
+        // The pool is UNHEALTHY when it has lost every connection, and
+        // RECOVERING once a reconnection is scheduled.
         if (auto t = update_state_locked(connected)) transitions.push_back(*t);
       }
       ++consecutive_failures_;
@@ -694,16 +694,14 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
 
 // ---------------------------------------------------------------- state
 
-PoolState PoolCore::evaluate_state_locked(Clock::time_point now) const {
+PoolState PoolCore::evaluate_state_locked(const PoolStatistics& load) const {
   if (terminated_) return PoolState::kTerminated;
   if (closing_) return PoolState::kShuttingDown;
   if (!initialized_ && !init_failed_) return PoolState::kInitializing;
   if (recovering_locked()) return PoolState::kRecovering;
-  PoolStatistics stats = statistics_locked(now);
-  stats.state = PoolState::kHealthy;  // judge load and errors only
-  switch (
-      evaluate_health(stats, HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
-                                              to_ms(config_.degraded_wait_threshold)})) {
+  PoolStatistics judged = load;
+  judged.state = PoolState::kHealthy;  // judge load and errors only
+  switch (evaluate_health(judged, health_thresholds())) {
     case HealthStatus::kHealthy:
       return PoolState::kHealthy;
     case HealthStatus::kDegraded:
@@ -714,9 +712,17 @@ PoolState PoolCore::evaluate_state_locked(Clock::time_point now) const {
   return PoolState::kUnhealthy;
 }
 
+HealthThresholds PoolCore::health_thresholds() const {
+  return HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
+                          to_ms(config_.degraded_wait_threshold)};
+}
+
 std::optional<std::pair<PoolState, PoolState>> PoolCore::update_state_locked(
     Clock::time_point now) {
-  const PoolState next = evaluate_state_locked(now);
+  return store_state_locked(statistics_locked(now).state);
+}
+
+std::optional<std::pair<PoolState, PoolState>> PoolCore::store_state_locked(PoolState next) {
   const PoolState previous = state_.load(std::memory_order_relaxed);
   if (next == previous) return std::nullopt;
   state_.store(next, std::memory_order_release);
@@ -739,10 +745,16 @@ void PoolCore::log_transition(const std::string& pool, PoolState from, PoolState
 
 // ---------------------------------------------------------------- statistics
 
-PoolStatistics PoolCore::statistics() const {
+PoolStatistics PoolCore::statistics() {
   const Clock::time_point now = clock_->now();
   Lock lock(mutex_);
-  return statistics_locked(now);
+  PoolStatistics s = statistics_locked(now);
+  // A snapshot that sees a new state makes it the pool's state, so state(),
+  // the log and every snapshot agree.
+  const auto transition = closing_ ? std::nullopt : store_state_locked(s.state);
+  lock.unlock();
+  if (transition) log_transition(config_.name, transition->first, transition->second);
+  return s;
 }
 
 PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
@@ -779,10 +791,9 @@ PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
   s.last_validation_latency_ms = last_latency_ms_;
   s.last_error = last_error_;
   if (last_error_) s.last_error_time = last_error_wall_;
-  s.state = state_.load(std::memory_order_acquire);
-  s.health =
-      evaluate_health(s, HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
-                                          to_ms(config_.degraded_wait_threshold)});
+  // State and health come from this one evaluation of this one snapshot.
+  s.state = evaluate_state_locked(s);
+  s.health = evaluate_health(s, health_thresholds());
   s.uptime_seconds = to_seconds(now - created_at_);
   return s;
 }
@@ -871,24 +882,46 @@ void PoolCore::add_observer(std::shared_ptr<PoolObserver> observer) {
   if (!observer) return;
   Lock lock(mutex_);
   const std::size_t count = observer_count_.load(std::memory_order_relaxed);
-  if (count == kMaxObservers) throw std::length_error("poolscope::Pool: too many observers");
-  observers_[count] = std::move(observer);
-  observer_count_.store(count + 1, std::memory_order_release);
+  std::size_t slot = 0;
+  while (slot < count && observers_[slot].load(std::memory_order_relaxed) != nullptr) ++slot;
+  if (slot == kMaxObservers) throw std::length_error("poolscope::Pool: too many observers");
+  observers_[slot].store(observer.get(), std::memory_order_release);
+  observer_owners_.push_back(std::move(observer));
+  if (slot == count) observer_count_.store(count + 1, std::memory_order_release);
+}
+
+void PoolCore::remove_observer(const PoolObserver* observer) {
+  Lock lock(mutex_);
+  const std::size_t count = observer_count_.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < count; ++i) {
+    // The object stays alive in observer_owners_: a notify_* running right
+    // now may still call it once.
+    if (observers_[i].load(std::memory_order_relaxed) == observer) {
+      observers_[i].store(nullptr, std::memory_order_release);
+    }
+  }
 }
 
 void PoolCore::notify_acquired(nanoseconds waited) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
-  for (std::size_t i = 0; i < count; ++i) observers_[i]->on_acquired(waited);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) o->on_acquired(waited);
+  }
 }
 
 void PoolCore::notify_released(nanoseconds held) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
-  for (std::size_t i = 0; i < count; ++i) observers_[i]->on_released(held);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) o->on_released(held);
+  }
 }
 
 void PoolCore::notify_created(nanoseconds took) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
-  for (std::size_t i = 0; i < count; ++i) observers_[i]->on_connection_created(took);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire))
+      o->on_connection_created(took);
+  }
 }
 
 }  // namespace detail
@@ -932,6 +965,8 @@ void Pool::shutdown() { core_->shutdown(); }
 void Pool::add_observer(std::shared_ptr<PoolObserver> observer) {
   core_->add_observer(std::move(observer));
 }
+
+void Pool::remove_observer(const PoolObserver* observer) { core_->remove_observer(observer); }
 const PoolConfig& Pool::config() const noexcept { return core_->config(); }
 HealthThresholds Pool::health_thresholds() const noexcept {
   const auto& config = core_->config();

@@ -12,6 +12,9 @@
 #include "poolscope/error.h"
 
 namespace poolscope {
+
+using namespace std::chrono_literals;
+
 namespace {
 
 constexpr std::size_t kMaxPoolSize = 10000;

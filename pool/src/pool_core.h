@@ -84,10 +84,11 @@ class PoolCore {
   Slot* acquire(std::chrono::milliseconds timeout, std::source_location site, void* caller);
   void release(Slot* slot) noexcept;
   bool wait_until_ready();
-  PoolStatistics statistics() const;
+  PoolStatistics statistics();
   PoolState state() const noexcept { return state_.load(std::memory_order_acquire); }
   void shutdown();
   void add_observer(std::shared_ptr<PoolObserver> observer);
+  void remove_observer(const PoolObserver* observer);
   const PoolConfig& config() const noexcept { return config_; }
 
  private:
@@ -116,9 +117,12 @@ class PoolCore {
   bool recovering_locked() const { return slots_.empty() && consecutive_failures_ > 0; }
   void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now);
   PoolStatistics statistics_locked(Clock::time_point now) const;
-  PoolState evaluate_state_locked(Clock::time_point now) const;
+  /// The state `load` (counters of a snapshot taken under the lock) implies.
+  PoolState evaluate_state_locked(const PoolStatistics& load) const;
+  HealthThresholds health_thresholds() const;
   // Moves the state and returns the log line to write once the lock is gone.
   std::optional<std::pair<PoolState, PoolState>> update_state_locked(Clock::time_point now);
+  std::optional<std::pair<PoolState, PoolState>> store_state_locked(PoolState next);
   std::chrono::milliseconds backoff_delay(std::uint64_t failures) const;
   Clock::time_point expiry_for(Clock::time_point created);
 
@@ -141,7 +145,11 @@ class PoolCore {
   const Clock::time_point created_at_;
   const std::chrono::system_clock::time_point created_wall_;
 
-  std::array<std::shared_ptr<PoolObserver>, kMaxObservers> observers_{};
+  // Lock-free reads on the hot path; slots freed by remove_observer are reused.
+  std::array<std::atomic<PoolObserver*>, kMaxObservers> observers_{};
+  // Every observer ever added, kept alive for the pool's lifetime (a removed
+  // one may still be running in a notify_* call). Guarded by mutex_.
+  std::vector<std::shared_ptr<PoolObserver>> observer_owners_;
   std::atomic<std::size_t> observer_count_{0};
   std::atomic<PoolState> state_{PoolState::kInitializing};
 
@@ -150,7 +158,7 @@ class PoolCore {
   std::condition_variable maintainer_cv_;  // stop for the maintainer
   std::condition_variable drained_cv_;     // active reached 0 / ready changed
   std::vector<std::unique_ptr<Slot>> slots_ POOLSCOPE_GUARDED_BY(mutex_);
-  std::vector<Slot*> idle_ POOLSCOPE_GUARDED_BY(mutex_);  // LIFO: hot connections stay hot
+  std::vector<Slot*> idle_ POOLSCOPE_GUARDED_BY(mutex_);      // LIFO: hot connections stay hot
   std::deque<Waiter*> waiters_ POOLSCOPE_GUARDED_BY(mutex_);  // FIFO
   std::vector<std::unique_ptr<Waiter>> waiter_store_ POOLSCOPE_GUARDED_BY(mutex_);
   std::vector<Waiter*> spare_waiters_ POOLSCOPE_GUARDED_BY(mutex_);
@@ -160,9 +168,9 @@ class PoolCore {
   std::uint64_t next_id_ POOLSCOPE_GUARDED_BY(mutex_) = 1;
   bool closing_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool stopping_threads_ POOLSCOPE_GUARDED_BY(mutex_) = false;
-  bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // min_size reached once
+  bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;       // min_size reached once
   bool initial_reported_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // ...and told observers
-  bool init_failed_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // init timeout passed first
+  bool init_failed_ POOLSCOPE_GUARDED_BY(mutex_) = false;       // init timeout passed first
   bool terminated_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool orphaned_ POOLSCOPE_GUARDED_BY(mutex_) = false;  // the Pool was destroyed
   std::size_t pins_ POOLSCOPE_GUARDED_BY(mutex_) = 0;   // releases still at work unlocked

@@ -1,10 +1,10 @@
 #include "poolscope/pool_metrics.h"
 
-#include <algorithm>
-#include <stdexcept>
-
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <algorithm>
+#include <stdexcept>
 
 #include "poolscope/pool.h"
 
@@ -17,8 +17,8 @@ using prometheus::MetricType;
 
 const std::vector<double> kHoldBuckets = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1,
                                           0.5,    1,      5,     10,    30,   60};
-const std::vector<double> kCreateBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                            0.1,   0.25,   0.5,   1,    2.5,   5, 10};
+const std::vector<double> kCreateBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                            0.25,  0.5,    1,     2.5,  5,     10};
 
 double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
 
@@ -36,7 +36,9 @@ class HistogramObserver final : public PoolObserver {
   void on_acquired(std::chrono::nanoseconds waited) noexcept override {
     acquisition_.Observe(seconds(waited));
   }
-  void on_released(std::chrono::nanoseconds held) noexcept override { hold_.Observe(seconds(held)); }
+  void on_released(std::chrono::nanoseconds held) noexcept override {
+    hold_.Observe(seconds(held));
+  }
   void on_connection_created(std::chrono::nanoseconds took) noexcept override {
     create_.Observe(seconds(took));
   }
@@ -91,21 +93,25 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
   const auto counter = MetricType::Counter;
   auto n = [](auto v) { return static_cast<double>(v); };
 
-  // The guide's name ends in _total, which Prometheus reserves for counters;
+  // The name ends in _total, which Prometheus reserves for counters;
   // typed as a gauge it fails `promtool check metrics`. Untyped keeps the
   // name and is queried exactly like a gauge.
   out.add("connections_total", "Total number of connections in pool (a gauge: idle + active)",
           MetricType::Untyped, pool, n(s.total_connections));
-  out.add("connections_idle", "Number of idle connections available", gauge, pool, n(s.idle_connections));
-  out.add("connections_active", "Number of active connections in use", gauge, pool, n(s.active_connections));
-  out.add("connections_pending", "Number of connections being opened", gauge, pool, n(s.pending_connections));
-  out.add("connections_leaked", "Connections held longer than the leak detection timeout", gauge, pool,
-          n(s.leaked_connections));
-  out.add("waiting_requests", "Number of requests waiting for connections", gauge, pool, n(s.waiting_requests));
+  out.add("connections_idle", "Number of idle connections available", gauge, pool,
+          n(s.idle_connections));
+  out.add("connections_active", "Number of active connections in use", gauge, pool,
+          n(s.active_connections));
+  out.add("connections_pending", "Number of connections being opened", gauge, pool,
+          n(s.pending_connections));
+  out.add("connections_leaked", "Connections held longer than the leak detection timeout", gauge,
+          pool, n(s.leaked_connections));
+  out.add("waiting_requests", "Number of requests waiting for connections", gauge, pool,
+          n(s.waiting_requests));
   out.add("max_connections", "Configured maximum pool size", gauge, pool, n(s.max_size));
   out.add("min_connections", "Configured minimum pool size", gauge, pool, n(s.min_size));
-  out.add("peak_active_connections", "Most connections active at once in the last 60 seconds", gauge,
-          pool, n(s.recent_peak_active_connections));
+  out.add("peak_active_connections", "Most connections active at once in the last 60 seconds",
+          gauge, pool, n(s.recent_peak_active_connections));
   out.add("peak_wait_seconds", "Longest wait for a connection in the last 60 seconds", gauge, pool,
           s.recent_peak_wait_time_ms / 1000.0);
   out.add("health_status", "Connection pool health status (0 healthy, 1 degraded, 2 unhealthy)",
@@ -117,14 +123,16 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
   }
   out.add("acquisitions_total", "Total number of connection acquisitions", counter, pool,
           n(s.total_acquisitions));
-  out.add("releases_total", "Total number of connection releases", counter, pool, n(s.total_releases));
+  out.add("releases_total", "Total number of connection releases", counter, pool,
+          n(s.total_releases));
   out.add("acquire_timeouts_total", "Acquisitions that timed out waiting for a connection", counter,
           pool, n(s.acquire_timeouts));
   for (std::size_t i = 0; i < kErrorTypeCount; ++i) {
     out.add("errors_total", "Total number of pool errors", counter,
             with("error_type", std::string(to_string(static_cast<ErrorType>(i)))), n(s.errors[i]));
   }
-  out.add("connections_created_total", "Connections opened", counter, pool, n(s.connections_created));
+  out.add("connections_created_total", "Connections opened", counter, pool,
+          n(s.connections_created));
   for (std::size_t i = 0; i < kCloseReasonCount; ++i) {
     out.add("connections_closed_total", "Connections closed, by reason", counter,
             with("reason", std::string(to_string(static_cast<CloseReason>(i)))),
@@ -152,7 +160,11 @@ struct PoolMetrics::State {
   prometheus::Family<prometheus::Histogram>* hold = nullptr;
   prometheus::Family<prometheus::Histogram>* create = nullptr;
   mutable std::mutex mutex;
-  std::vector<Pool*> pools;  // guarded by mutex
+  struct Published {
+    Pool* pool;
+    std::shared_ptr<HistogramObserver> observer;
+  };
+  std::vector<Published> pools;  // guarded by mutex
 };
 
 const std::vector<double>& PoolMetrics::acquisition_buckets() {
@@ -182,13 +194,19 @@ PoolMetrics::PoolMetrics(std::shared_ptr<prometheus::Registry> registry, Metrics
                         .Register(*state_->registry);
 }
 
-PoolMetrics::~PoolMetrics() = default;
+PoolMetrics::~PoolMetrics() {
+  // The observers point into this registry's histograms: detach them from
+  // the pools still published (which outlive this object by contract).
+  std::lock_guard lock(state_->mutex);
+  for (const auto& published : state_->pools)
+    published.pool->remove_observer(published.observer.get());
+}
 
 void PoolMetrics::add(Pool& pool) {
   std::lock_guard lock(state_->mutex);
   const std::string& name = pool.config().name;
-  for (const Pool* existing : state_->pools) {
-    if (existing->config().name == name) {
+  for (const auto& existing : state_->pools) {
+    if (existing.pool->config().name == name) {
       throw std::invalid_argument("poolscope::PoolMetrics: a pool named '" + name +
                                   "' is already published; give pools distinct names");
     }
@@ -197,20 +215,25 @@ void PoolMetrics::add(Pool& pool) {
   auto& acquisition = state_->acquisition->Add(labels, acquisition_buckets());
   auto& hold = state_->hold->Add(labels, kHoldBuckets);
   auto& create = state_->create->Add(labels, kCreateBuckets);
-  pool.add_observer(std::make_shared<HistogramObserver>(acquisition, hold, create));
-  state_->pools.push_back(&pool);
+  auto observer = std::make_shared<HistogramObserver>(acquisition, hold, create);
+  pool.add_observer(observer);
+  state_->pools.push_back({&pool, std::move(observer)});
 }
 
-void PoolMetrics::remove(const Pool& pool) {
+void PoolMetrics::remove(Pool& pool) {
   std::lock_guard lock(state_->mutex);
-  std::erase(state_->pools, &pool);
+  std::erase_if(state_->pools, [&](const State::Published& published) {
+    if (published.pool != &pool) return false;
+    pool.remove_observer(published.observer.get());
+    return true;
+  });
 }
 
 std::vector<prometheus::MetricFamily> PoolMetrics::Collect() const {
   std::vector<Pool*> pools;
   {
     std::lock_guard lock(state_->mutex);
-    pools = state_->pools;
+    for (const auto& published : state_->pools) pools.push_back(published.pool);
   }
   FamilyBuilder builder(state_->options.prefix);
   for (Pool* pool : pools) collect_pool(builder, pool->get_statistics(), state_->options.version);

@@ -14,28 +14,13 @@ thread stacks, other anonymous) plus wrk req/s of each run.
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def http_ok(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
-            return r.status == 200
-    except Exception:
-        return False
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import loopback  # noqa: E402
 
 
 def status_kib(pid, key):
@@ -106,14 +91,14 @@ def wrk(port, path, seconds):
 
 
 def measure(binary, url, seconds, detail, extra):
-    port = free_port()
+    port = loopback.free_port()
     env = dict(os.environ, DATABASE_URL=url)
     child = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}", "--pool.max-size=10",
                               "--workload.workers=20", "--workload.hold=2ms", *extra],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 15
-        while not http_ok(port, "/health"):
+        while not loopback.endpoint_answers(f"http://127.0.0.1:{port}/health", timeout=1):
             if time.time() > deadline or child.poll() is not None:
                 raise RuntimeError(f"{binary} did not serve")
             time.sleep(0.02)

@@ -2,10 +2,10 @@
 """Runs every poolscope benchmark side by side and prints one table.
 
 Started by scripts/bench after a Release build. Creates a throwaway
-PostgreSQL (tests/support/pgctl), runs each contender several rounds in
+PostgreSQL (scripts/lib/pgctl), runs each contender several rounds in
 alternating order, takes medians (ratios are medians of per-round ratios, so
 each one compares runs made next to each other), prints the table and the
-SPEC section 7 targets, and removes every process and directory it made,
+performance targets, and removes every process and directory it made,
 also on Ctrl-C.
 
   run_bench.py --build DIR [--rounds N] [--seconds S] [--only SECTIONS]
@@ -16,22 +16,24 @@ SECTIONS is a comma list of: micro, select1, exporter (default: all).
 
 import argparse
 import datetime
-import http.client
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import loopback  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PGCTL = os.path.join(ROOT, "tests", "support", "pgctl")
-# The guide's Python stack, kept next to the repository (never copied in);
+PGCTL = os.path.join(ROOT, "scripts", "lib", "pgctl")
+# The asyncpg + prometheus_client reference stack, kept next to the
+# repository (never copied in);
 # --anchors points elsewhere, e.g. from a clone in another directory.
 DEFAULT_ANCHORS = os.path.normpath(os.path.join(ROOT, "..", "shared", "anchors"))
 ANCHORS = ASYNCPG_BENCH = SEED_EXPORTER = None  # set in main()
@@ -54,12 +56,6 @@ def log(message):
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Processes:
@@ -115,12 +111,8 @@ class Processes:
 def http_get(port, path, timeout=2.0):
     """(status, body) or (None, error) when nothing answers."""
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-        connection.close()
-        return response.status, body
+        response = loopback.http_get(f"http://127.0.0.1:{port}{path}", timeout)
+        return response.status, response.body
     except OSError as error:
         return None, str(error)
 
@@ -137,15 +129,6 @@ def health_state(port):
     if status == 200 and document.get("status") == "healthy":
         return "healthy"
     return f"http {status} {document.get('status')}"
-
-
-def wait_for(predicate, timeout, interval=0.001):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def smaps_rollup_kib(pid):
@@ -341,7 +324,7 @@ class Bench:
         with open(log_path, "w") as log_file:
             child = self.procs.start([PYTHON, SEED_EXPORTER, self.database_url, str(port)],
                                      cwd=ANCHORS, env=self.env, stdout=log_file, stderr=log_file)
-        if not wait_for(lambda: http_get(port, "/metrics")[0] == 200, 20, 0.05):
+        if not loopback.wait_until(lambda: http_get(port, "/metrics")[0] == 200, 20, 0.05):
             raise BenchError(f"the seed Python exporter did not start; see {self.keep_log(log_path)}")
         return child
 
@@ -374,10 +357,10 @@ class Bench:
         """Process start to the first /health that says healthy, several times."""
         times = []
         for _ in range(max(3, self.args.rounds + 2)):
-            port = free_port()
+            port = loopback.free_port()
             started = time.monotonic()
             child, log_path = self.start_exporter(port, log_name="start")
-            ok = wait_for(lambda: health_state(port) == "healthy", 15)
+            ok = loopback.wait_until(lambda: health_state(port) == "healthy", 15, 0.001)
             elapsed = time.monotonic() - started
             self.procs.stop(child)
             if not ok:
@@ -389,7 +372,7 @@ class Bench:
         """Database stopped and started again: time from the server accepting
         connections to /health reporting healthy, next to the pool's backoff
         schedule (read from its log) that bounds it."""
-        port = free_port()
+        port = loopback.free_port()
         # No synthetic load: a request that waits while the machine is busy
         # would make the pool DEGRADED (wait above 100 ms) for the health
         # window and hide the reconnection being measured. A short background
@@ -398,19 +381,19 @@ class Bench:
             port, ["--pool.health-check-interval=500ms"], log_name="restart")
         samples = []
         try:
-            if not wait_for(lambda: health_state(port) == "healthy", 15):
+            if not loopback.wait_until(lambda: health_state(port) == "healthy", 15, 0.001):
                 raise BenchError(f"the exporter never reported healthy; see {self.keep_log(log_path)}")
             for _ in range(rounds):
                 time.sleep(1.0)
                 subprocess.run([PGCTL, "stop", self.pgdir, "immediate"], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if not wait_for(lambda: health_state(port) != "healthy", 15):
+                if not loopback.wait_until(lambda: health_state(port) != "healthy", 15, 0.001):
                     raise BenchError("the exporter did not notice the database going away")
                 time.sleep(1.0)  # a short outage: the pool has started backing off
                 subprocess.run([PGCTL, "start", self.pgdir], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 back_wall, back = time.time(), time.monotonic()
-                recovered = wait_for(lambda: health_state(port) == "healthy", 20, 0.005)
+                recovered = loopback.wait_until(lambda: health_state(port) == "healthy", 20, 0.005)
                 healthy = time.monotonic() - back if recovered else None
                 tick = self.next_backoff_tick(log_path, back_wall)
                 samples.append({"healthy_s": healthy, "next_tick_s": tick,
@@ -476,11 +459,11 @@ class Bench:
         seed = os.path.exists(SEED_EXPORTER)
         if not seed:
             self.notes.append(f"Python exporter rows skipped: {SEED_EXPORTER} not found")
-        ours_port = free_port()
+        ours_port = loopback.free_port()
         ours, ours_log = self.start_exporter(ours_port, log_name="wrk")
-        if not wait_for(lambda: http_get(ours_port, "/health")[0] == 200, 15):
+        if not loopback.wait_until(lambda: http_get(ours_port, "/health")[0] == 200, 15, 0.001):
             raise BenchError(f"the exporter did not serve; see {self.keep_log(ours_log)}")
-        seed_port = free_port() if seed else None
+        seed_port = loopback.free_port() if seed else None
         seed_child = self.start_seed_exporter(seed_port) if seed else None
         runs = {f"{who}{path}": [] for who in ("ours", "seed") for path in ("/health", "/metrics")}
         try:
@@ -502,11 +485,11 @@ class Bench:
         return runs
 
     def measure_busy_rss(self):
-        port = free_port()
+        port = loopback.free_port()
         busy, busy_log = self.start_exporter(
             port, ["--workload.workers=20", "--workload.hold=2ms"], log_name="rss")
         try:
-            if not wait_for(lambda: http_get(port, "/health")[0] == 200, 15):
+            if not loopback.wait_until(lambda: http_get(port, "/health")[0] == 200, 15, 0.001):
                 raise BenchError(f"the exporter did not serve; see {self.keep_log(busy_log)}")
             time.sleep(1.0)
             self.wrk(port, "/metrics")
@@ -599,8 +582,8 @@ def print_table(bench, elapsed):
         row("naive mutex+condvar libpqxx pool, 100 workers", "naive_100", ratio_cell(n100, "pgbench"))
         a10 = vs("asyncpg_10", "pgbench")
         a100 = vs("asyncpg_100", "pgbench")
-        row("asyncpg pool (guide's stack), 10 workers", "asyncpg_10", ratio_cell(a10, "pgbench"))
-        row("asyncpg pool (guide's stack), 100 workers", "asyncpg_100", ratio_cell(a100, "pgbench"))
+        row("asyncpg pool (Python stack), 10 workers", "asyncpg_10", ratio_cell(a10, "pgbench"))
+        row("asyncpg pool (Python stack), 100 workers", "asyncpg_100", ratio_cell(a100, "pgbench"))
         w("")
         o10 = vs("poolscope_10", "naive_10")
         o100 = vs("poolscope_100", "naive_100")
@@ -732,7 +715,7 @@ def main():
     parser.add_argument("--only", default="micro,select1,exporter", help="sections to run")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--anchors", default=DEFAULT_ANCHORS,
-                        help="directory of the guide's Python contenders (default ../shared/anchors)")
+                        help="directory of the Python reference stack (default ../shared/anchors)")
     args = parser.parse_args()
     global ANCHORS, ASYNCPG_BENCH, SEED_EXPORTER
     ANCHORS = os.path.abspath(args.anchors)

@@ -1,7 +1,7 @@
 #pragma once
 
 // Shared by the fault-injection tests: throwaway PostgreSQL clusters (through
-// tests/support/pgctl), capture of poolscope's log lines, and small helpers
+// scripts/lib/pgctl), capture of poolscope's log lines, and small helpers
 // for running commands and checking that a secret never shows up.
 
 #include <sys/wait.h>

@@ -21,7 +21,7 @@ implemented here (same rule names), stricter where the project asks for it:
                  series only inside histogram_quantile over `sum by (le, ...)`,
                  no undefined variables, metric and label names from
                  docs/metrics.md, legends only use labels the query keeps
-  guide          the guide's six panels with its thresholds (10 ms p95 line,
+  core           the six core panels with their thresholds (10 ms p95 line,
                  10 waiting requests line, health 0/1/2 green/yellow/red)
 
 Validity goes through a real Prometheus: unless --prometheus-url names a
@@ -49,10 +49,10 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "lib"))
 
 import dashboard_queries as dq  # noqa: E402
-import loopback  # noqa: E402  (tests/support: processes and servers on 127.0.0.1)
+import loopback  # noqa: E402  (scripts/lib: processes and servers on 127.0.0.1)
 import promql  # noqa: E402
 
 EXPECTED_UID = "poolscope-pool"
@@ -304,7 +304,7 @@ class DashboardLinter:
         self.lint_dashboard()
         self.lint_templating()
         self.lint_panels()
-        self.lint_guide_panels()
+        self.lint_core_panels()
         return self.problems
 
     def run_prometheus(self, url: str) -> List[Problem]:
@@ -571,7 +571,7 @@ class DashboardLinter:
             self.add("target-histogram-rule", where,
                      "histogram_quantile should aggregate buckets with sum by (le, ...)")
 
-    # the guide's panels --------------------------------------------------------
+    # the six core panels -------------------------------------------------------
 
     def parsed_targets(self, panel: dict) -> List[Tuple[dict, promql.Node]]:
         result = []
@@ -604,8 +604,8 @@ class DashboardLinter:
                 found.append((panel, parsed))
         return found
 
-    def lint_guide_panels(self) -> None:
-        rule = "guide-panels-rule"
+    def lint_core_panels(self) -> None:
+        rule = "core-panels-rule"
 
         # 1. utilisation: idle, active, a total, and max as a dashed line
         candidates = self.find_panels("connections_idle", "connections_active", "max_connections")

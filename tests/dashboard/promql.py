@@ -1,43 +1,31 @@
-"""A small PromQL parser for linting Grafana dashboard queries.
+"""PromQL trees for linting Grafana dashboard queries.
 
-It understands the PromQL that dashboards use (selectors, range selectors,
-subqueries, function calls, aggregations, binary operators with matching
-modifiers, offset/@) and keeps Grafana template variables (`$job`,
-`${__rate_interval}`) as they are, so rules can ask "does this range use
-$__rate_interval?" on the query as written.
+Parsing is done by the Prometheus project's own PromQL grammar
+(@prometheus-io/lezer-promql from npm, pinned in promql_parser/), run by
+promql_parser/promql_tree.mjs in one long-lived Node.js process. This module
+turns its output into the small dataclass tree the linter walks, and keeps
+Grafana template variables (`$job`, `${__rate_interval}`) as written, so rules
+can ask "does this range use $__rate_interval?" on the query as written.
 
-It is not the authority on validity: the dashboard test sends every query to a
-real Prometheus for that. This parser only has to build the right tree for
-queries Prometheus accepts, and to raise PromQLSyntaxError on anything it does
-not understand rather than guess.
+Validity with the series that exist is still checked by sending every query to
+a real Prometheus; this grammar already rejects unknown functions and malformed
+expressions.
 """
 
 import dataclasses
+import json
+import os
 import re
-from typing import Iterator, List, Optional, Tuple
+import subprocess
+import sys
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import loopback  # noqa: E402
 
 
 class PromQLSyntaxError(ValueError):
     """The expression is not PromQL this parser understands."""
-
-
-AGGREGATIONS = {
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count",
-    "count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio",
-}
-# Aggregations whose first argument is a parameter, not the vector.
-PARAMETRISED_AGGREGATIONS = {"count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
-
-# Binary operator precedence, lowest first; `^` is right-associative.
-PRECEDENCE = {
-    "or": 1,
-    "and": 2, "unless": 2,
-    "==": 3, "!=": 3, "<=": 3, "<": 3, ">=": 3, ">": 3,
-    "+": 4, "-": 4,
-    "*": 5, "/": 5, "%": 5, "atan2": 5,
-    "^": 6,
-}
-SET_OPERATORS = {"and", "or", "unless"}
 
 
 @dataclasses.dataclass
@@ -150,284 +138,64 @@ def walk(node: Node, parents: Tuple[Node, ...] = ()) -> Iterator[Tuple[Node, Tup
         yield from walk(child, parents + (node,))
 
 
-# --- tokenizer --------------------------------------------------------------
+# --- parsing ----------------------------------------------------------------
 
-_DURATION_UNIT = r"(?:ms|s|m|h|d|w|y)"
-_TOKEN_RE = re.compile(
-    r"""
-    (?P<ws>\s+|\#[^\n]*)
-  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
-  | (?P<duration>(?:\d+""" + _DURATION_UNIT + r""")+)(?![\w.])
-  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<variable>\$\{[^}\s]+\}|\$[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_:]*)
-  | (?P<op>==|!=|>=|<=|=~|!~|[-+*/%^<>=(){}\[\],:@])
-    """,
-    re.VERBOSE,
-)
+PARSER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "promql_parser")
+# A Grafana variable outside a string: $name, ${name} or ${name:format}.
+_VARIABLE = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`|\$\{[^}\s]+\}|\$[A-Za-z_]\w*')
+_PLACEHOLDER_BASE = 7_340_000  # numbers no dashboard writes, standing in for variables
+_parser: Optional[subprocess.Popen] = None
 
 
-@dataclasses.dataclass
-class Token:
-    kind: str
-    text: str
-    pos: int
+def _substitute_variables(expr: str) -> Tuple[str, Dict[str, str]]:
+    """Replaces variables with numbers (durations inside [...]) the grammar accepts."""
+    originals: Dict[str, str] = {}
+
+    def replace(m: "re.Match[str]") -> str:
+        if m.group()[0] != "$":
+            return m.group()  # a string literal: variables inside stay as written
+        in_brackets = expr.rfind("[", 0, m.start()) > expr.rfind("]", 0, m.start())
+        placeholder = f"{_PLACEHOLDER_BASE + len(originals)}{'s' if in_brackets else ''}"
+        originals[placeholder] = m.group()
+        return placeholder
+
+    return _VARIABLE.sub(replace, expr), originals
 
 
-def tokenize(expr: str) -> List[Token]:
-    tokens = []
-    pos = 0
-    while pos < len(expr):
-        m = _TOKEN_RE.match(expr, pos)
-        if not m:
-            raise PromQLSyntaxError(f"unexpected character {expr[pos]!r} at offset {pos}")
-        kind = m.lastgroup
-        if kind != "ws":
-            tokens.append(Token(kind, m.group(), pos))
-        pos = m.end()
-    tokens.append(Token("eof", "", len(expr)))
-    return tokens
+def _build(data: Any, originals: Dict[str, str]) -> Any:
+    """Dataclasses from the parser's JSON, with variables restored."""
+    if isinstance(data, list):
+        return [_build(item, originals) for item in data]
+    if isinstance(data, str):
+        return originals.get(data, data)
+    if not isinstance(data, dict):
+        return data
+    fields = {k: _build(v, originals) for k, v in data.items() if k != "kind"}
+    if "kind" not in data:
+        return Matcher(**fields)
+    return _NODE_TYPES[data["kind"]](**fields)
 
 
-def _unquote(text: str) -> str:
-    body = text[1:-1]
-    if text[0] == "`":
-        return body
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+_NODE_TYPES = {cls.__name__: cls for cls in (NumberLiteral, StringLiteral, Selector, Subquery, Call,
+                                              Aggregation, BinaryExpr, UnaryExpr, ParenExpr)}
 
 
-# --- parser -----------------------------------------------------------------
-
-class _Parser:
-    def __init__(self, expr: str):
-        self.expr = expr
-        self.tokens = tokenize(expr)
-        self.i = 0
-
-    def peek(self, ahead: int = 0) -> Token:
-        return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
-
-    def next(self) -> Token:
-        token = self.peek()
-        self.i += 1
-        return token
-
-    def error(self, message: str) -> PromQLSyntaxError:
-        token = self.peek()
-        return PromQLSyntaxError(f"{message} at offset {token.pos} (near {token.text or 'end of input'!r})")
-
-    def expect(self, text: str) -> Token:
-        if self.peek().text != text:
-            raise self.error(f"expected {text!r}")
-        return self.next()
-
-    def at_keyword(self, *words: str) -> bool:
-        token = self.peek()
-        return token.kind == "ident" and token.text.lower() in words
-
-    def parse(self) -> Node:
-        node = self.expression(0)
-        if self.peek().kind != "eof":
-            raise self.error("unexpected trailing input")
-        return node
-
-    def binary_operator(self) -> Optional[str]:
-        token = self.peek()
-        if token.kind == "op" and token.text in PRECEDENCE:
-            return token.text
-        if token.kind == "ident" and token.text.lower() in ("and", "or", "unless", "atan2"):
-            return token.text.lower()
-        return None
-
-    def expression(self, min_precedence: int) -> Node:
-        lhs = self.unary()
-        while True:
-            op = self.binary_operator()
-            if op is None or PRECEDENCE[op] < min_precedence:
-                return lhs
-            self.next()
-            node = BinaryExpr(op, lhs, NumberLiteral("0"))
-            self.binary_modifiers(node)
-            next_min = PRECEDENCE[op] if op == "^" else PRECEDENCE[op] + 1
-            node.rhs = self.expression(next_min)
-            lhs = node
-
-    def binary_modifiers(self, node: BinaryExpr) -> None:
-        if self.at_keyword("bool"):
-            self.next()
-            node.return_bool = True
-        if self.at_keyword("on", "ignoring"):
-            node.matching = self.next().text.lower()
-            node.matching_labels = self.label_list()
-            if self.at_keyword("group_left", "group_right"):
-                node.group = self.next().text.lower()
-                if self.peek().text == "(":
-                    node.group_labels = self.label_list()
-
-    def label_list(self) -> List[str]:
-        self.expect("(")
-        labels = []
-        while self.peek().text != ")":
-            token = self.next()
-            if token.kind == "string":
-                labels.append(_unquote(token.text))
-            elif token.kind == "ident":
-                labels.append(token.text)
-            else:
-                raise PromQLSyntaxError(f"expected a label name at offset {token.pos}, got {token.text!r}")
-            if self.peek().text == ",":
-                self.next()
-            elif self.peek().text != ")":
-                raise self.error("expected ',' or ')' in label list")
-        self.expect(")")
-        return labels
-
-    def unary(self) -> Node:
-        token = self.peek()
-        if token.kind == "op" and token.text in ("+", "-"):
-            self.next()
-            # Unary minus binds tighter than any binary operator except ^.
-            return UnaryExpr(token.text, self.expression(PRECEDENCE["^"]))
-        return self.postfix(self.primary())
-
-    def duration(self) -> str:
-        token = self.next()
-        if token.kind in ("duration", "variable", "number"):
-            return token.text
-        raise PromQLSyntaxError(f"expected a duration at offset {token.pos}, got {token.text!r}")
-
-    def postfix(self, node: Node) -> Node:
-        while True:
-            token = self.peek()
-            if token.text == "[":
-                self.next()
-                range_ = self.duration()
-                if self.peek().text == ":":
-                    self.next()
-                    step = None if self.peek().text == "]" else self.duration()
-                    self.expect("]")
-                    node = Subquery(node, range_, step)
-                else:
-                    self.expect("]")
-                    if not isinstance(node, Selector) or node.range is not None:
-                        raise PromQLSyntaxError(
-                            f"range [{range_}] at offset {token.pos} applies only to a plain vector selector")
-                    node.range = range_
-            elif self.at_keyword("offset"):
-                self.next()
-                sign = self.next().text if self.peek().text in ("-", "+") else ""
-                offset = sign + self.duration()
-                if isinstance(node, Selector):
-                    node.offset = offset
-            elif token.text == "@":
-                self.next()
-                if self.peek().kind == "ident":  # start() / end()
-                    self.next()
-                    self.expect("(")
-                    self.expect(")")
-                else:
-                    self.next()
-            else:
-                return node
-
-    def primary(self) -> Node:
-        token = self.peek()
-        if token.kind in ("number", "duration"):
-            self.next()
-            return NumberLiteral(token.text)
-        if token.kind == "string":
-            self.next()
-            return StringLiteral(_unquote(token.text))
-        if token.text == "(":
-            self.next()
-            inner = self.expression(0)
-            self.expect(")")
-            return ParenExpr(inner)
-        if token.text == "{":
-            return self.selector(None)
-        if token.kind == "ident":
-            name = token.text
-            lowered = name.lower()
-            following = self.peek(1).text
-            if lowered in AGGREGATIONS and (following == "(" or self.peek(1).text.lower() in ("by", "without")):
-                return self.aggregation()
-            if following == "(":
-                return self.call()
-            if lowered in ("inf", "nan") and following != "{":
-                self.next()
-                return NumberLiteral(name)
-            self.next()
-            return self.selector(name)
-        raise self.error("expected an expression")
-
-    def selector(self, name: Optional[str]) -> Selector:
-        matchers = []
-        if self.peek().text == "{":
-            self.next()
-            while self.peek().text != "}":
-                label = self.next()
-                if label.kind not in ("ident", "string"):
-                    raise PromQLSyntaxError(f"expected a label name at offset {label.pos}, got {label.text!r}")
-                op = self.next()
-                if op.text not in ("=", "!=", "=~", "!~"):
-                    raise PromQLSyntaxError(f"expected a label matcher operator at offset {op.pos}, got {op.text!r}")
-                value = self.next()
-                if value.kind != "string":
-                    raise PromQLSyntaxError(f"expected a quoted label value at offset {value.pos}, got {value.text!r}")
-                label_name = _unquote(label.text) if label.kind == "string" else label.text
-                matchers.append(Matcher(label_name, op.text, _unquote(value.text)))
-                if self.peek().text == ",":
-                    self.next()
-                elif self.peek().text != "}":
-                    raise self.error("expected ',' or '}' in label matchers")
-            self.expect("}")
-        if name is None:
-            for m in matchers:
-                if m.label == "__name__" and m.op == "=":
-                    name = m.value
-        if name is None and not matchers:
-            raise self.error("a selector needs a metric name or a matcher")
-        return Selector(name, matchers)
-
-    def call(self) -> Call:
-        func = self.next().text
-        self.expect("(")
-        args = []
-        while self.peek().text != ")":
-            args.append(self.expression(0))
-            if self.peek().text == ",":
-                self.next()
-            elif self.peek().text != ")":
-                raise self.error(f"expected ',' or ')' in arguments of {func}()")
-        self.expect(")")
-        return Call(func, args)
-
-    def aggregation(self) -> Aggregation:
-        op = self.next().text.lower()
-        node = Aggregation(op, NumberLiteral("0"))
-        if self.at_keyword("by", "without"):
-            self.grouping(node)
-        self.expect("(")
-        first = self.expression(0)
-        if op in PARAMETRISED_AGGREGATIONS:
-            self.expect(",")
-            node.param = first
-            node.expr = self.expression(0)
-        else:
-            node.expr = first
-        self.expect(")")
-        if self.at_keyword("by", "without"):
-            if node.has_grouping:
-                raise self.error(f"{op} has two grouping clauses")
-            self.grouping(node)
-        return node
-
-    def grouping(self, node: Aggregation) -> None:
-        node.without = self.next().text.lower() == "without"
-        node.has_grouping = True
-        node.grouping = self.label_list()
+def _parser_process() -> subprocess.Popen:
+    global _parser
+    if _parser is None or _parser.poll() is not None:
+        loopback.ensure_npm_packages(PARSER_DIR, "@prometheus-io/lezer-promql")
+        _parser = subprocess.Popen(["node", os.path.join(PARSER_DIR, "promql_tree.mjs")], cwd=PARSER_DIR,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return _parser
 
 
 def parse(expr: str) -> Node:
     """Parses `expr` (Grafana variables allowed) into a tree of Nodes."""
-    return _Parser(expr).parse()
+    source, originals = _substitute_variables(expr)
+    process = _parser_process()
+    process.stdin.write(json.dumps(source) + "\n")
+    process.stdin.flush()
+    answer = json.loads(process.stdout.readline())
+    if "error" in answer:
+        raise PromQLSyntaxError(answer["error"])
+    return _build(answer["tree"], originals)

@@ -113,7 +113,7 @@ class DashboardDataTest(unittest.TestCase):
                                args=[*quick_recovery, "--workload.hold=3s", "--pool.leak-detection-timeout=1s"]),
         ]
         queries = e2e.panel_queries(RATE_INTERVAL)
-        self.assertGreaterEqual(len(queries), 6, "the dashboard has at least the guide's six panels")
+        self.assertGreaterEqual(len(queries), 6, "the dashboard has at least its six core panels")
         self.assertTrue(any(needs_event(q["expr"]) for q in queries))
 
         with stack.Stack(e2e.OPTIONS.exporter, exporters, rules=e2e.source_path("rules", "codebase-mcp-pool.yml"),

@@ -3,7 +3,7 @@ directory the postgres user can reach, the dashboard's queries and the checks
 that a secret appears nowhere.
 
 Every test gets --exporter (the poolscope-exporter binary), --pgctl
-(tests/support/pgctl) and --source-dir (the repository) from CTest; they exit
+(scripts/lib/pgctl) and --source-dir (the repository) from CTest; they exit
 77 (skipped) when Prometheus, Alertmanager or the PostgreSQL server is not
 installed.
 """
@@ -24,12 +24,13 @@ from typing import Dict, Iterable, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "support"))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "scripts", "lib"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "dashboard"))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "exporter"))
 
 import dashboard_queries  # noqa: E402
+import harness  # noqa: E402,F401  (re-exported for the tests)
 import stack  # noqa: E402
-from stack import harness  # noqa: E402,F401  (re-exported for the tests)
 
 SKIPPED = 77
 
@@ -47,7 +48,7 @@ def main() -> None:
     """Parses the common flags, skips when a server is missing, runs unittest."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--exporter", required=True, help="poolscope-exporter binary")
-    parser.add_argument("--pgctl", required=True, help="tests/support/pgctl")
+    parser.add_argument("--pgctl", required=True, help="scripts/lib/pgctl")
     parser.add_argument("--source-dir", default=SOURCE_DIR, help="the repository (default: %(default)s)")
     args, rest = parser.parse_known_args()
     OPTIONS.exporter, OPTIONS.pgctl, OPTIONS.source_dir = args.exporter, args.pgctl, args.source_dir

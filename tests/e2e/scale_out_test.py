@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Many services, one Prometheus (SPEC §6 "Scale out").
+"""Many services, one Prometheus: scale-out.
 
 Three exporters, each with its own pool name and its own PostgreSQL cluster,
 scraped by one Prometheus with the shipped rules (shorter for: durations):

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tests/support/stack.py as scripts/run uses it: `stack.py up` starts the
+"""scripts/lib/stack.py as scripts/run uses it: `stack.py up` starts the
 stack, prints where everything is, serves until SIGINT and then leaves
 nothing behind (no process, no listening port, no work directory). When a
 part cannot start it says which and why, exits 1 and also leaves nothing.
@@ -20,7 +20,7 @@ import unittest
 import e2e_support as e2e
 from e2e_support import harness, stack
 
-STACK_PY = os.path.join(e2e.SOURCE_DIR, "tests", "support", "stack.py")
+STACK_PY = os.path.join(e2e.SOURCE_DIR, "scripts", "lib", "stack.py")
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 120
 

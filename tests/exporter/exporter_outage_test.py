@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """/health follows the database: 200, 503 while PostgreSQL is down, 200 again
-once it is back. Uses its own throwaway cluster (tests/support/pgctl), never
+once it is back. Uses its own throwaway cluster (scripts/lib/pgctl), never
 the suite's shared one.
 
   exporter_outage_test.py --exporter PATH --pgctl PATH

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,12 +20,6 @@ import harness
 
 EXPORTER = None
 RECIPE = None
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def substitute(text, replacements):
@@ -61,7 +54,7 @@ class TlsProxyTest(unittest.TestCase):
         return crt, key
 
     def start_nginx(self, exporter_port, crt, key):
-        tls_port = free_port()
+        tls_port = harness.free_port()
         with open(RECIPE) as recipe:
             site = substitute(recipe.read(), {
                 "server 127.0.0.1:9839;": f"server 127.0.0.1:{exporter_port};",

@@ -18,19 +18,20 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import loopback  # noqa: E402
+
 SKIPPED = 77
 # Bounds on waiting for processes; generous because the suite shares 2 cores.
 START_TIMEOUT_S = 60
 CLIENT_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 30
-NPM_TIMEOUT_S = 600
 
 # The exporter logs the address it bound once the server is up:
 # "... INFO exporter: Listening on 127.0.0.1:41877 address=...". Earlier lines
@@ -41,24 +42,6 @@ BOUND_ADDRESS = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 def fail(message):
     print(f"FAIL {message}", file=sys.stderr)
     sys.exit(1)
-
-
-def ensure_client_installed(client_dir):
-    if os.path.isdir(os.path.join(client_dir, "node_modules", "@modelcontextprotocol", "sdk")):
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        fail("npm not found: install Node.js (scripts/setup does)")
-    print("installing the pinned MCP SDK with npm ci", flush=True)
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=client_dir, check=True,
-                   timeout=NPM_TIMEOUT_S)
-
-
-def closed_port():
-    """A loopback port nothing listens on (free a moment ago)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def with_port(database_url, port):
@@ -135,14 +118,14 @@ def main():
     if not password:
         fail("the test database URL carries no password, so the leak check would prove nothing")
 
-    ensure_client_installed(args.client_dir)
+    loopback.ensure_npm_packages(args.client_dir, "@modelcontextprotocol/sdk")
     client_env = dict(os.environ, POOLSCOPE_TEST_DB_PASSWORD=password)
     client_env.pop("DATABASE_URL", None)
 
     failures = []
     with tempfile.TemporaryDirectory(prefix="poolscope-mcp-") as workdir:
         runs = [("database up", database_url, "up"),
-                ("database unreachable", with_port(database_url, closed_port()), "down")]
+                ("database unreachable", with_port(database_url, loopback.free_port()), "down")]
         for name, url, expect in runs:
             print(f"--- {name}", flush=True)
             exporter = Exporter(args.exporter, url, workdir, name.replace(" ", "-"))

@@ -1,6 +1,6 @@
 #pragma once
 
-// A throwaway PostgreSQL cluster of the test's own (tests/support/pgctl), for
+// A throwaway PostgreSQL cluster of the test's own (scripts/lib/pgctl), for
 // tests that stop, kill, freeze or reconfigure the server; and the suite's
 // shared database. Used by the integration and chaos suites.
 
@@ -60,7 +60,7 @@ inline CommandResult run_command(const std::string& command) {
   return result;
 }
 
-/// A throwaway PostgreSQL cluster of our own (tests/support/pgctl), in a fresh
+/// A throwaway PostgreSQL cluster of our own (scripts/lib/pgctl), in a fresh
 /// temporary directory, destroyed with this object. Tests that stop, kill or
 /// freeze the server use one of these, never the suite's shared cluster.
 class TempCluster {

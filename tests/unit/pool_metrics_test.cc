@@ -14,7 +14,8 @@ using testing::FakeClock;
 using testing::FakeFactory;
 using testing::FakeServer;
 
-std::string scrape(const std::shared_ptr<prometheus::Registry>& registry, const PoolMetrics& metrics) {
+std::string scrape(const std::shared_ptr<prometheus::Registry>& registry,
+                   const PoolMetrics& metrics) {
   auto families = registry->Collect();
   auto snapshot = metrics.Collect();
   families.insert(families.end(), snapshot.begin(), snapshot.end());
@@ -48,8 +49,9 @@ TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
   // histogram just after it: wait for the histogram.
   ASSERT_TRUE(testing::eventually([&] {
     return scrape(registry_, metrics)
-               .find("codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} 1") !=
-           std::string::npos;
+               .find(
+                   "codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} "
+                   "1") != std::string::npos;
   }));
   const std::string text = scrape(registry_, metrics);
   for (const std::string expected :
@@ -66,7 +68,8 @@ TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
         "codebase_mcp_pool_acquisitions_total{pool=\"orders\"} 2",
         "codebase_mcp_pool_releases_total{pool=\"orders\"} 2",
         "codebase_mcp_pool_errors_total{error_type=\"acquire_timeout\",pool=\"orders\"} 0",
-        "codebase_mcp_pool_health_status{pool=\"orders\"} 1",  // degraded: a broken connection is a recent error
+        "codebase_mcp_pool_health_status{pool=\"orders\"} 1",  // degraded: a broken connection is a
+                                                               // recent error
         "codebase_mcp_pool_state{pool=\"orders\",state=\"terminated\"} 0",
         "codebase_mcp_pool_state{pool=\"orders\",state=\"recovering\"} 0",
         "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"lifetime\"} 0",
@@ -86,7 +89,8 @@ TEST_F(PoolMetricsTest, SeveralPoolsShareOneFamilyPerMetric) {
   metrics.add(*b);
   const std::string text = scrape(registry_, metrics);
   std::size_t type_lines = 0;
-  for (std::size_t at = text.find("# TYPE codebase_mcp_pool_connections_idle "); at != std::string::npos;
+  for (std::size_t at = text.find("# TYPE codebase_mcp_pool_connections_idle ");
+       at != std::string::npos;
        at = text.find("# TYPE codebase_mcp_pool_connections_idle ", at + 1)) {
     ++type_lines;
   }
@@ -101,6 +105,44 @@ TEST_F(PoolMetricsTest, DuplicatePoolNamesAreRejected) {
   PoolMetrics metrics(registry_);
   metrics.add(*a);
   EXPECT_THROW(metrics.add(*b), std::invalid_argument);
+}
+
+TEST_F(PoolMetricsTest, RemoveDetachesTheObserverSoReAddingCountsOnce) {
+  auto a = pool("a");
+  PoolMetrics metrics(registry_);
+  // More remove/add cycles than a pool has observer slots: each remove
+  // frees its slot.
+  for (int i = 0; i < 12; ++i) {
+    ASSERT_NO_THROW(metrics.add(*a)) << "cycle " << i;
+    metrics.remove(*a);
+  }
+  metrics.add(*a);
+  { auto handle = a->acquire(); }
+  const std::string text = scrape(registry_, metrics);
+  EXPECT_NE(text.find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"a\"} 1\n"),
+            std::string::npos)
+      << text;
+  metrics.remove(*a);
+  { auto handle = a->acquire(); }  // not published: counted nowhere
+  EXPECT_NE(scrape(registry_, metrics)
+                .find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n"),
+            std::string::npos);
+}
+
+TEST_F(PoolMetricsTest, DestroyingTheMetricsDetachesFromPoolsThatLiveOn) {
+  auto a = pool("a");
+  {
+    auto registry = std::make_shared<prometheus::Registry>();
+    PoolMetrics metrics(registry);
+    metrics.add(*a);
+  }
+  // The histograms are gone with their registry; the pool must not feed them
+  // (the AddressSanitizer run of this suite reports a use-after-free if it did).
+  { auto handle = a->acquire(); }
+  EXPECT_EQ(a->get_statistics().total_acquisitions, 1u);
 }
 
 TEST_F(PoolMetricsTest, PrefixIsConfigurable) {

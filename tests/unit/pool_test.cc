@@ -36,7 +36,8 @@ class PoolTest : public ::testing::Test {
   }
 
   std::unique_ptr<Pool> make_pool(PoolConfig c) {
-    auto pool = std::make_unique<Pool>(std::move(c), std::make_shared<FakeFactory>(server_), clock_);
+    auto pool =
+        std::make_unique<Pool>(std::move(c), std::make_shared<FakeFactory>(server_), clock_);
     return pool;
   }
 
@@ -65,6 +66,31 @@ TEST_F(PoolTest, OpensMinSizeConnectionsAndBecomesHealthy) {
   EXPECT_EQ(s.health, HealthStatus::kHealthy);
   EXPECT_EQ(s.connections_created, 2u);
   EXPECT_TRUE(can_serve(s));
+}
+
+TEST_F(PoolTest, StateAndHealthOfASnapshotComeFromOneEvaluation) {
+  auto c = config();
+  c.max_size = 10;  // three in use leave 70% headroom: degraded (below 80%)
+  c.min_size = 3;
+  auto pool = make_pool(c);
+  ASSERT_TRUE(pool->wait_until_ready());
+  ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kHealthy; }));
+  // No maintenance tick runs (the clock stands still): the load changes
+  // between ticks, and every snapshot must still agree with itself.
+  auto a = pool->acquire();
+  auto b = pool->acquire();
+  auto d = pool->acquire();
+  const auto loaded = pool->get_statistics();
+  EXPECT_EQ(loaded.health, HealthStatus::kDegraded);
+  EXPECT_EQ(loaded.state, PoolState::kDegraded);
+  EXPECT_EQ(pool->state(), PoolState::kDegraded);
+  a.release();
+  b.release();
+  d.release();
+  const auto idle = pool->get_statistics();
+  EXPECT_EQ(idle.health, HealthStatus::kHealthy);
+  EXPECT_EQ(idle.state, PoolState::kHealthy);
+  EXPECT_EQ(pool->state(), PoolState::kHealthy);
 }
 
 TEST_F(PoolTest, AcquireAndReleaseAreCounted) {
@@ -228,7 +254,8 @@ TEST_F(PoolTest, WaitersAreServedFirstComeFirstServed) {
       order.push_back(i);
     });
     // Each thread is queued before the next one starts.
-    ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
+    ASSERT_TRUE(
+        eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
   }
   held.release();
   for (auto& t : threads) t.join();
@@ -286,7 +313,7 @@ TEST_F(PoolTest, ConnectionKilledWhileIdleIsNeverHandedOut) {
     old_ids = {a.id(), b.id()};
   }
   server_->terminate_all();  // like pg_terminate_backend on both backends
-  clock_->advance(5ms);       // idle for longer than probe_idle_threshold (1 ms)
+  clock_->advance(5ms);      // idle for longer than probe_idle_threshold (1 ms)
   // Hold as many connections as the pool may have: each old one must have
   // been met and refused on the way, none handed out.
   std::vector<PooledConnection> held;
@@ -367,7 +394,8 @@ TEST_F(PoolTest, ConnectionsPastTheirLifetimeAreRecycled) {
   auto pool = make_pool(c);
   ASSERT_TRUE(pool->wait_until_ready());
   clock_->advance(101s);
-  ASSERT_TRUE(eventually([&] { return pool->get_statistics().closed(CloseReason::kLifetime) == 2; }));
+  ASSERT_TRUE(
+      eventually([&] { return pool->get_statistics().closed(CloseReason::kLifetime) == 2; }));
   ASSERT_TRUE(eventually([&] { return pool->get_statistics().total_connections == 2; }));
   EXPECT_EQ(pool->get_statistics().connections_created, 4u);
 }
@@ -429,7 +457,8 @@ TEST_F(PoolTest, RecoversWithBackoffWhenTheDatabaseComesBack) {
   ASSERT_TRUE(eventually([&] { return pool->get_statistics().total_connections == 2; }));
   const auto s = pool->get_statistics();
   EXPECT_EQ(s.recent_errors, 0u);  // the outage is over, not a recent error
-  EXPECT_EQ(s.error_count(ErrorType::kConnectionFailed), s.connection_failures + 1);  // + init timeout
+  EXPECT_EQ(s.error_count(ErrorType::kConnectionFailed),
+            s.connection_failures + 1);  // + init timeout
 }
 
 TEST_F(PoolTest, WaitingWhileThePoolStartsIsNotCountedAsLoad) {
@@ -445,8 +474,8 @@ TEST_F(PoolTest, WaitingWhileThePoolStartsIsNotCountedAsLoad) {
   caller.join();
   ASSERT_TRUE(pool->wait_until_ready());
   const auto s = pool->get_statistics();
-  EXPECT_GE(s.peak_wait_time_ms, 300.0);         // the lifetime statistics keep it
-  EXPECT_EQ(s.recent_peak_wait_time_ms, 0.0);    // health does not: start-up is not load
+  EXPECT_GE(s.peak_wait_time_ms, 300.0);       // the lifetime statistics keep it
+  EXPECT_EQ(s.recent_peak_wait_time_ms, 0.0);  // health does not: start-up is not load
   EXPECT_EQ(s.health, HealthStatus::kHealthy);
 }
 
@@ -474,7 +503,8 @@ TEST_F(PoolTest, BackgroundValidationNoticesADeadServerWithoutTraffic) {
   ASSERT_TRUE(pool->wait_until_ready());
   server_->down = true;
   clock_->advance(6s);
-  ASSERT_TRUE(eventually([&] { return pool->get_statistics().closed(CloseReason::kValidation) == 2; }));
+  ASSERT_TRUE(
+      eventually([&] { return pool->get_statistics().closed(CloseReason::kValidation) == 2; }));
   ASSERT_TRUE(eventually([&] { return pool->state() == PoolState::kRecovering; }));
   EXPECT_EQ(pool->get_statistics().total_connections, 0u);
 }

@@ -32,8 +32,7 @@ class Pool {
   explicit Pool(PoolConfig config);
 
   /// A pool with an injected connection factory and clock (tests, custom drivers).
-  Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory,
-       std::shared_ptr<Clock> clock);
+  Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory, std::shared_ptr<Clock> clock);
 
   /// Shuts down (see shutdown()) if that has not happened yet.
   ~Pool();
@@ -51,8 +50,8 @@ class Pool {
                            std::source_location site = std::source_location::current());
 
   /// Waits until initialization has an outcome: true when min_size connections
-  /// are open (and observers have been told about each), false when the init timeout passed first (the pool keeps
-  /// reconnecting in the background) or the pool was shut down.
+  /// are open (and observers have been told about each), false when the init timeout passed first
+  /// (the pool keeps reconnecting in the background) or the pool was shut down.
   bool wait_until_ready();
 
   /// A consistent snapshot. Never queries the database and never waits for a
@@ -70,8 +69,14 @@ class Pool {
   void shutdown();
 
   /// Installs an observer for timing events (histograms). May be called at
-  /// any time; several observers may be added. Thread-safe.
+  /// any time; at most 8 observers are attached at once (std::length_error
+  /// beyond). Thread-safe.
   void add_observer(std::shared_ptr<PoolObserver> observer);
+
+  /// Detaches an observer added before: it hears of no event that starts
+  /// after this returns, and its slot is free for another. The pool keeps the
+  /// object alive until the pool is destroyed. Thread-safe.
+  void remove_observer(const PoolObserver* observer);
 
   /// The validated configuration this pool runs with.
   const PoolConfig& config() const noexcept;

@@ -10,12 +10,10 @@
 
 namespace poolscope {
 
-using namespace std::chrono_literals;
-
 /// Severity threshold for the pool's log lines.
 enum class LogLevel { kDebug, kInfo, kWarning, kError, kCritical };
 
-/// Everything a pool needs to know, with the defaults of the guide.
+/// Everything a pool needs to know, with its defaults.
 ///
 /// A plain value: copy it, change fields, then hand it to Pool, which calls
 /// validate(). from_env() reads the variables of the README's configuration
@@ -35,34 +33,36 @@ struct PoolConfig {
   /// Upper bound on open connections; at least 1 and at least min_size. Env: POOL_MAX_SIZE.
   std::size_t max_size = kDefaultMaxSize;
   /// How long acquire() waits for a connection before AcquireTimeout. Env: POOL_ACQUIRE_TIMEOUT.
-  std::chrono::milliseconds acquire_timeout = 30s;
+  std::chrono::milliseconds acquire_timeout = std::chrono::seconds{30};
   /// Time allowed to open min_size connections at start; also libpq's connect
   /// timeout (rounded up to whole seconds, at least 2). Env: POOL_INIT_TIMEOUT.
-  std::chrono::milliseconds init_timeout = 2s;
-  /// Connections older than this (minus up to 10 % jitter) are recycled. Env: POOL_MAX_CONNECTION_LIFETIME.
-  std::chrono::milliseconds max_connection_lifetime = 3600s;
+  std::chrono::milliseconds init_timeout = std::chrono::seconds{2};
+  /// Connections older than this (minus up to 10 % jitter) are recycled. Env:
+  /// POOL_MAX_CONNECTION_LIFETIME.
+  std::chrono::milliseconds max_connection_lifetime = std::chrono::seconds{3600};
   /// Idle connections above min_size are closed after this. Env: POOL_MAX_IDLE_TIME.
-  std::chrono::milliseconds max_idle_time = 300s;
+  std::chrono::milliseconds max_idle_time = std::chrono::seconds{300};
   /// statement_timeout set on every connection; 0 disables it. Env: POOL_COMMAND_TIMEOUT.
-  std::chrono::milliseconds command_timeout = 60s;
-  /// Warn about connections held longer than leak_detection_timeout. Env: POOL_ENABLE_LEAK_DETECTION.
+  std::chrono::milliseconds command_timeout = std::chrono::seconds{60};
+  /// Warn about connections held longer than leak_detection_timeout. Env:
+  /// POOL_ENABLE_LEAK_DETECTION.
   bool enable_leak_detection = true;
   /// Env: POOL_LEAK_DETECTION_TIMEOUT.
-  std::chrono::milliseconds leak_detection_timeout = 30s;
+  std::chrono::milliseconds leak_detection_timeout = std::chrono::seconds{30};
   /// How long shutdown() waits for active connections. Env: POOL_SHUTDOWN_TIMEOUT.
-  std::chrono::milliseconds shutdown_timeout = 30s;
+  std::chrono::milliseconds shutdown_timeout = std::chrono::seconds{30};
   /// An idle connection unused for longer than this is checked with SELECT 1
   /// before it is handed out. Env: POOL_VALIDATION_IDLE_THRESHOLD.
-  std::chrono::milliseconds validation_idle_threshold = 1s;
+  std::chrono::milliseconds validation_idle_threshold = std::chrono::seconds{1};
   /// An idle connection whose last use ended longer ago than this is probed
   /// before hand-out: one non-blocking poll(2) of its socket, which catches a
   /// backend killed while the connection sat idle (pg_terminate_backend, a
   /// server restart). A connection used more recently is handed out without
   /// it; 0 probes every hand-out. Env: POOL_PROBE_IDLE_THRESHOLD.
-  std::chrono::milliseconds probe_idle_threshold = 1ms;
+  std::chrono::milliseconds probe_idle_threshold = std::chrono::milliseconds{1};
   /// How often the background task validates one idle connection (and so
   /// notices an outage without traffic). Env: POOL_HEALTH_CHECK_INTERVAL.
-  std::chrono::milliseconds health_check_interval = 5s;
+  std::chrono::milliseconds health_check_interval = std::chrono::seconds{5};
   /// Headroom ((max_size - active) / max_size) at or above which the pool is
   /// healthy. Env: POOL_HEALTHY_HEADROOM.
   double healthy_headroom = 0.8;
@@ -71,13 +71,15 @@ struct PoolConfig {
   double degraded_headroom = 0.5;
   /// A wait longer than this within the health window makes the pool degraded.
   /// Env: POOL_DEGRADED_WAIT_THRESHOLD.
-  std::chrono::milliseconds degraded_wait_threshold = 100ms;
+  std::chrono::milliseconds degraded_wait_threshold = std::chrono::milliseconds{100};
   /// Window for "recent errors" and recent peaks (health, peak gauges); whole
   /// seconds from 1 s to 600 s. Env: POOL_HEALTH_WINDOW.
-  std::chrono::seconds health_window = 60s;
+  std::chrono::seconds health_window = std::chrono::seconds{60};
   /// Delays between reconnection attempts; the last one repeats.
   /// Env: POOL_RECONNECT_BACKOFF (comma-separated, e.g. 1s,2s,4s,8s,16s).
-  std::vector<std::chrono::milliseconds> reconnect_backoff = {1s, 2s, 4s, 8s, 16s};
+  std::vector<std::chrono::milliseconds> reconnect_backoff = {
+      std::chrono::seconds{1}, std::chrono::seconds{2}, std::chrono::seconds{4},
+      std::chrono::seconds{8}, std::chrono::seconds{16}};
   /// Threshold for log lines. Env: LOG_LEVEL (DEBUG, INFO, WARNING, ERROR, CRITICAL).
   LogLevel log_level = LogLevel::kInfo;
 

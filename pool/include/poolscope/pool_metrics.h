@@ -1,13 +1,13 @@
 #pragma once
 
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <prometheus/collectable.h>
-#include <prometheus/metric_family.h>
 
 namespace prometheus {
 class Registry;
@@ -44,14 +44,16 @@ class PoolMetrics : public prometheus::Collectable {
   /// object or be removed first.
   void add(Pool& pool);
 
-  /// Stops publishing `pool`'s snapshot metrics.
-  void remove(const Pool& pool);
+  /// Stops publishing `pool`'s metrics and detaches its histogram observer
+  /// (adding it again later counts every event once). Its histogram series
+  /// stay in the registry with the counts they had.
+  void remove(Pool& pool);
 
   /// The snapshot families (gauges and counters of every added pool).
   std::vector<prometheus::MetricFamily> Collect() const override;
 
   /// The histogram buckets of acquisition_duration_seconds (sub-millisecond
-  /// buckets plus the guide's 0.001 … 1.0).
+  /// buckets plus 0.001 … 1.0 s).
   static const std::vector<double>& acquisition_buckets();
 
  private:

@@ -10,11 +10,12 @@
 
 namespace poolscope {
 
-/// The three-tier health of the guide. Numeric values are what the
+/// The three-tier health of a pool. Numeric values are what the
 /// `health_status` metric reports.
 enum class HealthStatus { kHealthy = 0, kDegraded = 1, kUnhealthy = 2 };
 
-/// Lifecycle states of the guide's transition diagram.
+/// Lifecycle states: INITIALIZING -> HEALTHY <-> DEGRADED/UNHEALTHY ->
+/// RECOVERING -> HEALTHY, and SHUTTING_DOWN -> TERMINATED at the end.
 enum class PoolState {
   kInitializing,
   kHealthy,
@@ -47,7 +48,7 @@ std::string_view to_string(ErrorType type) noexcept;       ///< "connection_fail
 
 /// A consistent snapshot of a pool, taken under its lock in one step.
 ///
-/// Field names follow the guide's PoolStatistics; `recent_*` fields cover the
+/// Field names are the health document's; `recent_*` fields cover the
 /// health window (60 s by default), the others the pool's lifetime. Invariant:
 /// total_connections == idle_connections + active_connections.
 struct PoolStatistics {
@@ -100,15 +101,16 @@ struct PoolStatistics {
   }
 };
 
-/// Health thresholds; defaults are the guide's.
+/// Health thresholds: healthy at 80% headroom or more, degraded at 50%,
+/// degraded when a wait in the window exceeded 100 ms.
 struct HealthThresholds {
   double healthy_headroom = 0.8;
   double degraded_headroom = 0.5;
   double degraded_wait_ms = 100.0;
 };
 
-/// The guide's three tiers with the two fixes of the SPEC: capacity is headroom
-/// against max_size, and errors/waits count only within the health window.
+/// Three tiers: capacity is headroom against max_size (not against the
+/// connections open now), and errors/waits count only within the health window.
 /// Unhealthy when there is no connection, or the pool is initializing,
 /// recovering, shutting down or terminated.
 HealthStatus evaluate_health(const PoolStatistics& stats, const HealthThresholds& thresholds);

@@ -61,7 +61,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Sequence
@@ -69,15 +68,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import yaml
 
 SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "exporter"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import harness  # noqa: E402  (the exporter tests' process helpers)
-# The process and server helpers, shared with tests/dashboard; imported here
-# by name so that stack.free_port, stack.stop_processes, ... stay as they were.
-from loopback import (OPENER, READY_TIMEOUT_S, STOP_TIMEOUT_S, START_ATTEMPTS,  # noqa: E402,F401
-                      Server, ServerError, Startable, die_with_parent, free_port, log_errors,
-                      log_tail, signal_group, spawn, stop_processes)
-from checks import load_yaml  # noqa: E402
+import exporter_process  # noqa: E402
+# The process, HTTP and server helpers; imported by name so that the tests'
+# stack.free_port, stack.stop_processes, ... stay as they were.
+from loopback import (READY_TIMEOUT_S, Response, Server, ServerError, Startable,  # noqa: E402,F401
+                      free_port, http_get, log_errors, log_tail, poll, signal_group, stop_processes)
 
 SHIPPED_RULES = os.path.join(SOURCE_DIR, "rules", "codebase-mcp-pool.yml")
 SHIPPED_ALERTMANAGER_CONFIG = os.path.join(SOURCE_DIR, "rules", "alertmanager.yml")
@@ -127,13 +124,9 @@ def format_duration(seconds: float) -> str:
     return f"{milliseconds // 1000}s"
 
 
-def http_get(url: str, timeout: float = 10) -> harness.Response:
-    """One GET; HTTP error statuses are returned, not raised."""
-    try:
-        with OPENER.open(url, timeout=timeout) as response:
-            return harness.Response(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as error:
-        return harness.Response(error.code, error.headers, error.read())
+def load_yaml(path: str):
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
 
 
 def http_json(url: str, timeout: float = 10):
@@ -339,7 +332,7 @@ class NotificationReceiver:
 
     def wait_for(self, predicate: Callable[[List[dict]], object], timeout_s: float, what: str):
         """Polls predicate(all records) until truthy; returns its value."""
-        return harness.poll(lambda: predicate(self.notifications()), timeout_s, interval_s=0.2, what=what)
+        return poll(lambda: predicate(self.notifications()), timeout_s, interval_s=0.2, what=what)
 
     def close(self) -> None:
         self._server.shutdown()
@@ -363,34 +356,20 @@ class ExporterSpec:
     env: Optional[Dict[str, str]] = None  # further environment variables
 
 
-class StackExporter(harness.Exporter):
-    """harness.Exporter in its own session and killed with this process, so a
-    terminal's Ctrl-C or a crashed test cannot leave it behind or stop it out
-    of order. Same interface: wait_listening(), url(path), output(), stop()."""
+class StackExporter(exporter_process.Exporter):
+    """An exporter of the stack, made from its ExporterSpec, in its own session
+    and killed with this process. Interface: wait_listening(), url(path),
+    output(), stop(), close()."""
 
     def __init__(self, binary: str, spec: ExporterSpec, workdir: str):
-        os.makedirs(workdir, exist_ok=True)
         self.spec = spec
-        self.workdir = workdir
-        self.log_path = os.path.join(workdir, "exporter.log")
-        self.log = open(self.log_path, "w+b")
-        # As harness.Exporter: the pool's configuration comes only from here.
-        environment = {k: v for k, v in os.environ.items()
-                       if not k.startswith("POOL_") and k not in ("DATABASE_URL", "LOG_LEVEL", "LOG_FORMAT")}
-        environment["DATABASE_URL"] = spec.database_url
-        environment.update(spec.env or {})
         args = []
         if spec.pool_name:
             args.append(f"--pool.name={spec.pool_name}")
         if spec.workload_workers:
             args.append(f"--workload.workers={spec.workload_workers}")
         args.extend(spec.args)
-        self.process = subprocess.Popen(
-            die_with_parent([binary, "--web.listen-address=127.0.0.1:0", *args]),
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, env=environment,
-            start_new_session=True)
-        self.port = None
-        self.returncode = None
+        super().__init__(binary, spec.database_url, args, spec.env, workdir, own_session=True)
 
     @property
     def target(self) -> str:
@@ -635,7 +614,7 @@ class Stack(Startable):
             targets = self.prometheus.targets()
             up = {t["labels"]["instance"] for t in targets if t["health"] == "up"}
             return targets if expected <= up else None
-        return harness.poll(all_up, timeout_s, interval_s=0.2, what="Prometheus to scrape every exporter")
+        return poll(all_up, timeout_s, interval_s=0.2, what="Prometheus to scrape every exporter")
 
     def wait_for_rules_evaluated(self, timeout_s: float = READY_TIMEOUT_S) -> List[dict]:
         """Waits until every rule group has been evaluated at least once."""
@@ -643,7 +622,7 @@ class Stack(Startable):
             groups = self.prometheus.rules()
             done = groups and all(not g["lastEvaluation"].startswith("0001-") for g in groups)
             return groups if done else None
-        return harness.poll(evaluated, timeout_s, interval_s=0.2, what="every rule group to be evaluated")
+        return poll(evaluated, timeout_s, interval_s=0.2, what="every rule group to be evaluated")
 
     # -- description
 
@@ -682,7 +661,7 @@ class Stack(Startable):
 
 
 class PgCluster:
-    """A throwaway PostgreSQL cluster made with tests/support/pgctl.
+    """A throwaway PostgreSQL cluster made with scripts/lib/pgctl.
 
     directory's parent must be traversable by the postgres user (chmod 755 a
     mkdtemp directory above it)."""

@@ -1,19 +1,24 @@
-"""Child processes and Prometheus-style servers on 127.0.0.1, for test scripts.
+"""Child processes, HTTP and Prometheus-style servers on 127.0.0.1.
 
-Standard library only, so any test script can import it (stack.py builds the
-whole monitoring stack on it; tests/dashboard/lint_dashboard.py starts its
-throwaway Prometheus with it). Scripts outside tests/support put this folder
-on sys.path first.
+Standard library only, so any script can import it: stack.py (which scripts/run
+starts) builds the whole monitoring stack on it, and the test and benchmark
+scripts use it for their ports, requests and waits. Scripts outside
+scripts/lib put this folder on sys.path first.
 
   free_port()            a port that was free on 127.0.0.1 a moment ago
+  http_request, http_get one request (never through a proxy); HTTP error
+                         statuses come back as a Response, not raised
+  wait_until, poll       a bounded wait for a predicate (poll raises on timeout)
   spawn(command, log)    a child in its own session, killed with this process
   stop_processes(ps)     SIGTERM to all, SIGKILL to whatever outlives the grace
   log_tail, log_errors   why a server did not start, from its log
   Startable              start() on `with`, stop() on leaving it (or when start fails)
   Server                 a server on a free port, retried when the port was
                          taken in the meantime, ready once /-/ready answers 200
+  ensure_npm_packages    `npm ci` in a folder with a package-lock.json, once
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -22,8 +27,9 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 # Bounds on waiting. Generous: the machine's two cores are shared.
 READY_TIMEOUT_S = 90
@@ -39,6 +45,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def ensure_npm_packages(folder: str, package: str, timeout_s: float = 600) -> None:
+    """Installs folder's pinned npm packages (`npm ci`) unless `package` is there.
+
+    Serialised with a lock file, so tests running in parallel install once.
+    """
+    marker = os.path.join(folder, "node_modules", package, "package.json")
+    if os.path.exists(marker):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ServerError("npm not found: install Node.js (scripts/setup does)")
+    with open(os.path.join(folder, ".npm-install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(marker):
+            print(f"installing the pinned npm packages of {folder} with npm ci", flush=True)
+            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, check=True,
+                           stdout=subprocess.DEVNULL, timeout=timeout_s)
 
 
 def die_with_parent(command: Sequence[str]) -> List[str]:
@@ -95,6 +120,58 @@ def log_errors(path: str, lines: int = 20) -> str:
 
 # Loopback traffic never goes through a proxy, whatever the environment says.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Response:
+    """An HTTP answer: status, headers (case-insensitive get) and body bytes."""
+
+    def __init__(self, status, headers, body: bytes):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> Optional[str]:
+        return self.headers.get(name)
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+def http_request(url: str, method: str = "GET", headers: Optional[Dict[str, str]] = None,
+                 body: Optional[bytes] = None, timeout: float = 30) -> Response:
+    """One HTTP request; HTTP error statuses are returned, not raised. A
+    connection that fails raises OSError (urllib's URLError)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with OPENER.open(request, timeout=timeout) as response:
+            return Response(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, error.headers, error.read())
+
+
+def http_get(url: str, timeout: float = 10) -> Response:
+    return http_request(url, timeout=timeout)
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05) -> Any:
+    """Calls predicate() until it returns a truthy value, which it returns;
+    None once timeout_s have passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval_s)
+
+
+def poll(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05, what: str = "condition") -> Any:
+    """wait_until(), raising AssertionError naming `what` on timeout."""
+    value = wait_until(predicate, timeout_s, interval_s)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what}")
+    return value
 
 
 def endpoint_answers(url: str, timeout: float = 2) -> bool:
