@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <set>
@@ -412,8 +414,9 @@ TEST_F(McpServerTest, ArrayParamsAreInvalidParamsAndScalarParamsAnInvalidRequest
 }
 
 TEST_F(McpServerTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
+  // Refused as soon as the depth limit is passed, before the rest is read.
   const std::string arrays(200000, '[');
-  EXPECT_EQ(error_code(call_raw(arrays)), -32700);  // unterminated
+  EXPECT_EQ(error_code(call_raw(arrays)), -32600);
   const std::string closed = std::string(100000, '[') + std::string(100000, ']');
   EXPECT_EQ(error_code(call_raw(closed)), -32600);
   std::string in_params = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":)";
@@ -422,6 +425,37 @@ TEST_F(McpServerTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
   for (int i = 0; i < 50000; ++i) in_params += "}";
   in_params += "}}";
   EXPECT_EQ(error_code(call_raw(in_params)), -32600);
+}
+
+// A megabyte of small objects once took minutes: the depth-limit callback
+// made parsing quadratic. Linear parsing handles it in milliseconds; the
+// bound is the one the endpoint promises for a body of this size, measured
+// as the best of three runs so a busy machine does not decide the outcome.
+TEST_F(McpServerTest, AMegabyteOfSmallObjectsParsesWithin50Milliseconds) {
+  std::string body = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"a":[)";
+  while (body.size() < (std::size_t{1} << 20)) body += "{},";
+  body += "{}]}}}";
+  auto best = std::chrono::steady_clock::duration::max();
+  for (int run = 0; run < 3; ++run) {
+    const auto start = std::chrono::steady_clock::now();
+    const HttpResponse response = post(body);
+    best = std::min(best, std::chrono::steady_clock::now() - start);
+    ASSERT_EQ(response.status, 200);
+    ASSERT_TRUE(json::parse(response.body).contains("result"));
+  }
+  EXPECT_LT(best, std::chrono::milliseconds(50));
+}
+
+TEST_F(McpServerTest, NestingUpToTheLimitIsAcceptedAndOneMoreLevelRefused) {
+  // The message object is level 1 and params level 2.
+  const auto nested = [](int levels) {
+    std::string body = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":)";
+    for (int i = 0; i < levels; ++i) body += "[";
+    for (int i = 0; i < levels; ++i) body += "]";
+    return body + "}}";
+  };
+  EXPECT_TRUE(call_raw(nested(62)).contains("result"));
+  EXPECT_EQ(error_code(call_raw(nested(63))), -32600);
 }
 
 TEST_F(McpServerTest, ModeratelyNestedParamsAreAccepted) {
