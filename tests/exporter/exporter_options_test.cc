@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-
 #include <map>
 #include <stdexcept>
 #include <string>
