@@ -229,13 +229,16 @@ TEST_F(EndpointsTest, McpRefusesForeignOriginsAndUnknownProtocolVersions) {
   request.accept = "application/json, text/event-stream";
   request.body = R"({"jsonrpc":"2.0","id":1,"method":"ping"})";
   request.host = "exporter.internal:9839";
+  Endpoints::Options options;
+  options.allowed_hosts = {"exporter.internal"};
+  Endpoints endpoints = make(options);
   request.origin = "https://evil.example";
-  EXPECT_EQ(make().handle(request).status, 403);
+  EXPECT_EQ(endpoints.handle(request).status, 403);
   request.origin = "http://exporter.internal:9839";
-  EXPECT_EQ(make().handle(request).status, 200);
+  EXPECT_EQ(endpoints.handle(request).status, 200);
   request.origin = "";
   request.mcp_protocol_version = "1999-01-01";
-  EXPECT_EQ(make().handle(request).status, 400);
+  EXPECT_EQ(endpoints.handle(request).status, 400);
 }
 
 TEST(Origin, AllowsAbsentSameHostAndLoopbackOrigins) {
