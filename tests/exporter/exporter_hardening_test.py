@@ -284,7 +284,7 @@ class PasswordFloodTest(unittest.TestCase):
                 self.assertEqual([status for status, _ in scrapes], [200] * 20, scrapes)
                 # Serialised bcrypt checks once held every worker: 6.7-8.1 s per scrape.
                 slowest = max(seconds for _, seconds in scrapes)
-                self.assertLess(slowest, 2.0, f"slowest scrape under the flood took {slowest:.2f} s")
+                self.assertLess(slowest, 3.0, f"slowest scrape under the flood took {slowest:.2f} s")
                 self.assertIn(429, attacker_statuses)
                 self.assertNotIn(200, attacker_statuses)
                 print(f"flood: {len(attacker_statuses)} attacker requests "
