@@ -134,8 +134,8 @@ bool BasicAuthenticator::is_cached(std::string_view authorization) const {
   std::string user;
   std::string password;
   if (!parse_basic_credentials(authorization, user, password)) return false;
-  const bool cached = password.find('\0') == std::string::npos &&
-                      in_cache(cache_key(user, password));
+  const bool cached =
+      password.find('\0') == std::string::npos && in_cache(cache_key(user, password));
   OPENSSL_cleanse(password.data(), password.size());
   return cached;
 }
@@ -216,8 +216,8 @@ bool BasicAuthenticator::bcrypt_matches(std::string_view password, const std::st
   bool equal = false;
   if (computed != nullptr && computed[0] != '*') {
     const std::string_view result(computed);
-    equal = result.size() == hash.size() &&
-            CRYPTO_memcmp(result.data(), hash.data(), hash.size()) == 0;
+    equal =
+        result.size() == hash.size() && CRYPTO_memcmp(result.data(), hash.data(), hash.size()) == 0;
   }
   OPENSSL_cleanse(input.data(), input.size());
   OPENSSL_cleanse(data.get(), sizeof(crypt_data));

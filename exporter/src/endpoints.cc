@@ -1,9 +1,8 @@
 #include "endpoints.h"
 
-#include <prometheus/text_serializer.h>
-
 #include <arpa/inet.h>
 #include <malloc.h>
+#include <prometheus/text_serializer.h>
 
 #include <cctype>
 #include <exception>

@@ -3,22 +3,21 @@
 #include <civetweb.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
-
 #include <openssl/crypto.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "exporter_error.h"
@@ -283,8 +282,8 @@ std::string read_password_file(const std::string& path, const std::string& sourc
   OPENSSL_cleanse(buffer, sizeof buffer);
   if (failed) throw UsageError(fmt::format("cannot read {}='{}': read error", source, path));
   if (password.size() > 64 * 1024) {
-    throw UsageError(fmt::format("invalid {}='{}': larger than 64 KiB; expected a password",
-                                 source, path));
+    throw UsageError(
+        fmt::format("invalid {}='{}': larger than 64 KiB; expected a password", source, path));
   }
   if (password.ends_with("\r\n")) {
     password.resize(password.size() - 2);
@@ -292,12 +291,12 @@ std::string read_password_file(const std::string& path, const std::string& sourc
     password.pop_back();
   }
   if (password.empty()) {
-    throw UsageError(fmt::format("invalid {}='{}': the file is empty; expected the password",
-                                 source, path));
+    throw UsageError(
+        fmt::format("invalid {}='{}': the file is empty; expected the password", source, path));
   }
   if (password.find('\0') != std::string::npos || password.find('\n') != std::string::npos) {
-    throw UsageError(fmt::format(
-        "invalid {}='{}': the password must be one line without NUL bytes", source, path));
+    throw UsageError(fmt::format("invalid {}='{}': the password must be one line without NUL bytes",
+                                 source, path));
   }
   return password;
 }
@@ -345,8 +344,7 @@ std::string with_database_password(const std::string& conninfo, const std::strin
   if (error != nullptr) PQfreemem(error);
   if (options == nullptr) {
     throw UsageError(fmt::format(
-        "invalid {}: libpq cannot parse it (value not shown: it may contain a password)",
-        source));
+        "invalid {}: libpq cannot parse it (value not shown: it may contain a password)", source));
   }
   std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> owner(options, PQconninfoFree);
   std::string result;
@@ -568,11 +566,9 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       }
     }
     if (mcp_max_concurrent_option->count() > 0) {
-      options.mcp_max_concurrent =
-          parse_size(mcp_max_concurrent, "--mcp.max-concurrent-requests");
+      options.mcp_max_concurrent = parse_size(mcp_max_concurrent, "--mcp.max-concurrent-requests");
       if (options.mcp_max_concurrent < 1 || options.mcp_max_concurrent > 64) {
-        throw ConfigError("--mcp.max-concurrent-requests", mcp_max_concurrent,
-                          "expected 1 to 64");
+        throw ConfigError("--mcp.max-concurrent-requests", mcp_max_concurrent, "expected 1 to 64");
       }
     }
   } catch (const UsageError&) {

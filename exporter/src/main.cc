@@ -8,10 +8,10 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -71,8 +71,8 @@ void hide_secrets_in_arguments(int argc, char** argv) {
     const std::string_view argument(argv[i]);
     if (argument.starts_with(kFlag) && argument.size() > kFlag.size() &&
         argument[kFlag.size()] == '=') {
-      mask_connection_secrets(std::span<char>(argv[i] + kFlag.size() + 1,
-                                              argument.size() - kFlag.size() - 1));
+      mask_connection_secrets(
+          std::span<char>(argv[i] + kFlag.size() + 1, argument.size() - kFlag.size() - 1));
     } else if (argument == kFlag && i + 1 < argc) {
       mask_connection_secrets(std::span<char>(argv[i + 1], std::strlen(argv[i + 1])));
     }

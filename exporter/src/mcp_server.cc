@@ -215,7 +215,8 @@ std::optional<json> parse_bounded(std::string_view body) {
   DepthLimitedDomBuilder builder(message);
   const bool parsed = json::sax_parse(body.begin(), body.end(), &builder,
                                       json::input_format_t::json, /*strict=*/true);
-  if (builder.too_deep()) throw RpcError{kInvalidRequest, "Invalid Request: JSON nested too deeply"};
+  if (builder.too_deep())
+    throw RpcError{kInvalidRequest, "Invalid Request: JSON nested too deeply"};
   if (!parsed || message.is_discarded()) return std::nullopt;
   return message;
 }

@@ -134,8 +134,8 @@ TEST(BasicAuthenticatorLimits, ChecksBeyondTheConcurrencyLimitAreBusyNotQueued) 
   std::array<char, CRYPT_GENSALT_OUTPUT_SIZE> setting{};
   crypt_gensalt_rn("$2b$", 10, nullptr, 0, setting.data(), static_cast<int>(setting.size()));
   auto data = std::make_unique<crypt_data>();
-  BasicAuthenticator authenticator({{"alice", crypt_r("s3cret", setting.data(), data.get())}},
-                                   1024, 1);
+  BasicAuthenticator authenticator({{"alice", crypt_r("s3cret", setting.data(), data.get())}}, 1024,
+                                   1);
   ASSERT_TRUE(authenticator.check("alice", "s3cret"));  // cached from now on
   ASSERT_TRUE(authenticator.is_cached(basic("alice", "s3cret")));
 

@@ -10,8 +10,8 @@
 #include <array>
 #include <condition_variable>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -327,14 +327,14 @@ TEST_F(EndpointsTest, McpServesAllowedHosts) {
 
 TEST(Host, AllowsAddressesLocalhostAndConfiguredNamesOnly) {
   const std::vector<std::string> allowed = {"exporter.example", ".svc.example"};
-  for (const char* host : {"", "127.0.0.1:9839", "10.0.0.7", "[::1]:9839", "[fe80::1]",
-                           "localhost:1", "LOCALHOST", "localhost.", "exporter.example:9839",
-                           "Exporter.Example", "pod.ns.svc.example:80"}) {
+  for (const char* host :
+       {"", "127.0.0.1:9839", "10.0.0.7", "[::1]:9839", "[fe80::1]", "localhost:1", "LOCALHOST",
+        "localhost.", "exporter.example:9839", "Exporter.Example", "pod.ns.svc.example:80"}) {
     EXPECT_TRUE(is_allowed_host(host, allowed)) << host;
   }
-  for (const char* host : {"evil.example:9839", "127.0.0.1.nip.io", "localhost.evil.example",
-                           "exporter.example.evil", "svc.example", "xsvc.example", ":9839",
-                           "1.2.3.4.5", "[::1"}) {
+  for (const char* host :
+       {"evil.example:9839", "127.0.0.1.nip.io", "localhost.evil.example", "exporter.example.evil",
+        "svc.example", "xsvc.example", ":9839", "1.2.3.4.5", "[::1"}) {
     EXPECT_FALSE(is_allowed_host(host, allowed)) << host;
   }
 }
@@ -412,7 +412,7 @@ TEST_F(EndpointsTest, WrongPasswordsUseTheirClientsBudgetNotTheVerifiedClients) 
   HttpRequest scraper = get("/metrics");
   scraper.remote_address = "10.0.0.1";
   scraper.authorization = "Basic cHJvbWV0aGV1czpzY3JhcGU=";  // prometheus:scrape
-  EXPECT_EQ(endpoints.handle(scraper).status, 200);  // verified with bcrypt, now cached
+  EXPECT_EQ(endpoints.handle(scraper).status, 200);          // verified with bcrypt, now cached
 
   HttpRequest attacker = get("/metrics");
   attacker.remote_address = "10.0.0.66";

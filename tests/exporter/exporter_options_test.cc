@@ -320,14 +320,15 @@ TEST(ExporterOptions, HardeningFlagsHaveDefaultsAndBounds) {
   EXPECT_EQ(defaults.mcp_max_body_bytes, 65536u);
   EXPECT_EQ(defaults.mcp_max_concurrent, 4u);
   EXPECT_EQ(defaults.shutdown_delay, std::chrono::seconds(1));
-  const ExporterOptions set = Fixture{}.parse(
-      {"--web.unauthenticated-health", "--mcp.max-request-bytes=4096",
-       "--mcp.max-concurrent-requests=2", "--web.shutdown-delay=250ms"});
+  const ExporterOptions set =
+      Fixture{}.parse({"--web.unauthenticated-health", "--mcp.max-request-bytes=4096",
+                       "--mcp.max-concurrent-requests=2", "--web.shutdown-delay=250ms"});
   EXPECT_TRUE(set.public_health);
   EXPECT_EQ(set.mcp_max_body_bytes, 4096u);
   EXPECT_EQ(set.mcp_max_concurrent, 2u);
   EXPECT_EQ(set.shutdown_delay, std::chrono::milliseconds(250));
-  EXPECT_THAT(Fixture{}.error({"--mcp.max-request-bytes=10"}), HasSubstr("--mcp.max-request-bytes"));
+  EXPECT_THAT(Fixture{}.error({"--mcp.max-request-bytes=10"}),
+              HasSubstr("--mcp.max-request-bytes"));
   EXPECT_THAT(Fixture{}.error({"--mcp.max-concurrent-requests=0"}),
               HasSubstr("--mcp.max-concurrent-requests"));
   EXPECT_THAT(Fixture{}.error({"--web.shutdown-delay=1h"}), HasSubstr("--web.shutdown-delay"));
