@@ -97,8 +97,11 @@ bool parse_basic_credentials(std::string_view authorization, std::string& user,
 }
 
 BasicAuthenticator::BasicAuthenticator(std::map<std::string, std::string> users,
-                                       std::size_t cache_capacity)
-    : users_(users.begin(), users.end()), cache_capacity_(cache_capacity) {
+                                       std::size_t cache_capacity,
+                                       std::size_t max_concurrent_checks)
+    : users_(users.begin(), users.end()),
+      cache_capacity_(cache_capacity),
+      max_concurrent_checks_(std::max<std::size_t>(max_concurrent_checks, 1)) {
   hmac_key_.resize(32);
   if (RAND_bytes(reinterpret_cast<unsigned char*>(hmac_key_.data()),
                  static_cast<int>(hmac_key_.size())) != 1) {
@@ -113,30 +116,62 @@ BasicAuthenticator::BasicAuthenticator(std::map<std::string, std::string> users,
 BasicAuthenticator::~BasicAuthenticator() { OPENSSL_cleanse(hmac_key_.data(), hmac_key_.size()); }
 
 bool BasicAuthenticator::authorize(std::string_view authorization) {
+  return verify(authorization) == Verdict::kAuthorized;
+}
+
+BasicAuthenticator::Verdict BasicAuthenticator::verify(std::string_view authorization) {
+  if (!enabled()) return Verdict::kAuthorized;
+  std::string user;
+  std::string password;
+  if (!parse_basic_credentials(authorization, user, password)) return Verdict::kRefused;
+  const Verdict verdict = verify(user, password);
+  OPENSSL_cleanse(password.data(), password.size());
+  return verdict;
+}
+
+bool BasicAuthenticator::is_cached(std::string_view authorization) const {
   if (!enabled()) return true;
   std::string user;
   std::string password;
   if (!parse_basic_credentials(authorization, user, password)) return false;
-  const bool ok = check(user, password);
+  const bool cached =
+      password.find('\0') == std::string::npos && in_cache(cache_key(user, password));
   OPENSSL_cleanse(password.data(), password.size());
-  return ok;
+  return cached;
 }
 
 bool BasicAuthenticator::check(std::string_view user, std::string_view password) {
+  return verify(user, password) == Verdict::kAuthorized;
+}
+
+BasicAuthenticator::Verdict BasicAuthenticator::verify(std::string_view user,
+                                                       std::string_view password) {
   // crypt_r reads a C string: a password with a NUL byte would be cut short
   // and could match a prefix of itself.
-  if (password.find('\0') != std::string_view::npos) return false;
+  if (password.find('\0') != std::string_view::npos) return Verdict::kRefused;
   const std::string key = cache_key(user, password);
-  {
-    std::lock_guard lock(cache_mutex_);
-    if (cache_.count(key) != 0) return true;
-  }
+  if (in_cache(key)) return Verdict::kAuthorized;
+
+  // Take a bcrypt slot or give up at once: waiting would hold an HTTP worker
+  // for as long as the flood lasts.
+  std::size_t busy = checks_in_progress_.load();
+  do {
+    if (busy >= max_concurrent_checks_) return Verdict::kBusy;
+  } while (!checks_in_progress_.compare_exchange_weak(busy, busy + 1));
   const auto found = users_.find(user);
   const bool user_known = found != users_.end();
-  const bool matches = bcrypt_matches(password, user_known ? found->second : dummy_hash_);
-  if (!(user_known && matches)) return false;
+  bool matches = false;
+  try {
+    matches = bcrypt_matches(password, user_known ? found->second : dummy_hash_);
+  } catch (...) {
+    checks_in_progress_.fetch_sub(1);
+    throw;
+  }
+  checks_in_progress_.fetch_sub(1);
+  if (!(user_known && matches)) return Verdict::kRefused;
+
   std::lock_guard lock(cache_mutex_);
-  if (cache_capacity_ == 0) return true;
+  if (cache_capacity_ == 0) return Verdict::kAuthorized;
   if (cache_.insert(key).second) {
     evict_order_.push_back(key);
     while (evict_order_.size() > cache_capacity_) {
@@ -144,7 +179,12 @@ bool BasicAuthenticator::check(std::string_view user, std::string_view password)
       evict_order_.pop_front();
     }
   }
-  return true;
+  return Verdict::kAuthorized;
+}
+
+bool BasicAuthenticator::in_cache(const std::string& key) const {
+  std::lock_guard lock(cache_mutex_);
+  return cache_.count(key) != 0;
 }
 
 std::size_t BasicAuthenticator::cached() const {
@@ -170,17 +210,17 @@ std::string BasicAuthenticator::cache_key(std::string_view user, std::string_vie
 
 bool BasicAuthenticator::bcrypt_matches(std::string_view password, const std::string& hash) {
   std::string input(password);
-  std::lock_guard lock(bcrypt_mutex_);
-  if (!crypt_data_) crypt_data_ = std::make_unique<crypt_data>();
-  const char* computed = crypt_r(input.c_str(), hash.c_str(), crypt_data_.get());
-  if (computed == nullptr || computed[0] == '*') {
-    OPENSSL_cleanse(input.data(), input.size());
-    return false;
+  // ~32 KiB of scratch space per check in progress; their number is bounded.
+  const auto data = std::make_unique<crypt_data>();
+  const char* computed = crypt_r(input.c_str(), hash.c_str(), data.get());
+  bool equal = false;
+  if (computed != nullptr && computed[0] != '*') {
+    const std::string_view result(computed);
+    equal =
+        result.size() == hash.size() && CRYPTO_memcmp(result.data(), hash.data(), hash.size()) == 0;
   }
-  const std::string_view result(computed);
-  const bool equal =
-      result.size() == hash.size() && CRYPTO_memcmp(result.data(), hash.data(), hash.size()) == 0;
   OPENSSL_cleanse(input.data(), input.size());
+  OPENSSL_cleanse(data.get(), sizeof(crypt_data));
   return equal;
 }
 

@@ -1,5 +1,7 @@
 #include "endpoints.h"
 
+#include <arpa/inet.h>
+#include <malloc.h>
 #include <prometheus/text_serializer.h>
 
 #include <cctype>
@@ -17,6 +19,8 @@ namespace {
 
 constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::string_view kReadOnlyMethods = "GET, HEAD, OPTIONS";
+// /mcp bodies from this size on are followed by malloc_trim (see mcp()).
+constexpr std::size_t kTrimAfterBodyBytes = 16 * 1024;
 
 HttpResponse text_response(int status, std::string body) {
   HttpResponse response;
@@ -57,7 +61,34 @@ std::string_view host_without_port(std::string_view host) {
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
+bool is_ipv4_literal(std::string_view name) {
+  const std::string text(name);
+  in_addr address{};
+  return inet_pton(AF_INET, text.c_str(), &address) == 1;
+}
+
+HttpResponse too_busy(std::string body) {
+  HttpResponse response = text_response(503, std::move(body));
+  response.headers.emplace_back("Retry-After", "1");
+  return response;
+}
+
 }  // namespace
+
+bool is_allowed_host(std::string_view host, const std::vector<std::string>& allowed_hosts) {
+  if (host.empty()) return true;
+  const std::string lowered = lowercase(host);
+  std::string_view name = host_without_port(lowered);
+  if (name.size() >= 2 && name.front() == '[' && name.back() == ']') return true;  // IPv6
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);  // "host." is "host"
+  if (name.empty()) return false;
+  if (name == "localhost" || is_ipv4_literal(name)) return true;
+  for (const std::string& allowed : allowed_hosts) {
+    if (name == allowed) return true;
+    if (allowed.starts_with('.') && name.ends_with(allowed)) return true;
+  }
+  return false;
+}
 
 bool is_allowed_origin(std::string_view origin, std::string_view host) noexcept {
   if (origin.empty()) return true;
@@ -86,6 +117,11 @@ Endpoints::Endpoints(Options options, Sources sources,
       sources_(std::move(sources)),
       authenticator_(std::move(authenticator)),
       rate_limiter_(std::move(rate_limiter)),
+      client_rate_limiter_(authenticator_ && authenticator_->enabled() && rate_limiter_ &&
+                                   rate_limiter_->enabled()
+                               ? std::make_unique<ClientRateLimiter>(rate_limiter_->interval(),
+                                                                     rate_limiter_->burst())
+                               : nullptr),
       mcp_server_(McpServer::Resources{
                       [this] { return health_document(sources_.statistics(), sources_.now()); },
                       [this] { return statistics_document(sources_.statistics()); }},
@@ -106,15 +142,38 @@ HttpResponse Endpoints::handle(const HttpRequest& request) const {
   return response;
 }
 
+std::optional<HttpResponse> Endpoints::refuse_unauthorized(const HttpRequest& request) const {
+  const auto rate_limited = [] { return text_response(429, "429 too many requests\n"); };
+  if (!authenticator_ || !authenticator_->enabled()) {
+    if (rate_limiter_ && !rate_limiter_->allow()) return rate_limited();
+    return std::nullopt;
+  }
+  // Credentials verified before cost one HMAC to recognise and take from the
+  // shared budget; everything else (no, new or wrong credentials) from its
+  // client's own bucket before any bcrypt runs.
+  if (authenticator_->is_cached(request.authorization)) {
+    if (rate_limiter_ && !rate_limiter_->allow()) return rate_limited();
+    return std::nullopt;
+  }
+  if (client_rate_limiter_ && !client_rate_limiter_->allow(request.remote_address)) {
+    return rate_limited();
+  }
+  if (options_.public_health && request.path == "/health") return std::nullopt;
+  switch (authenticator_->verify(request.authorization)) {
+    case BasicAuthenticator::Verdict::kAuthorized:
+      return std::nullopt;
+    case BasicAuthenticator::Verdict::kBusy:
+      return too_busy("503 busy checking other credentials; retry\n");
+    case BasicAuthenticator::Verdict::kRefused:
+      break;
+  }
+  HttpResponse response = text_response(401, "401 unauthorized\n");
+  response.headers.emplace_back("WWW-Authenticate", BasicAuthenticator::kChallenge);
+  return response;
+}
+
 HttpResponse Endpoints::route(const HttpRequest& request) const {
-  if (rate_limiter_ && !rate_limiter_->allow()) {
-    return text_response(429, "429 too many requests\n");
-  }
-  if (authenticator_ && !authenticator_->authorize(request.authorization)) {
-    HttpResponse response = text_response(401, "401 unauthorized\n");
-    response.headers.emplace_back("WWW-Authenticate", BasicAuthenticator::kChallenge);
-    return response;
-  }
+  if (auto refused = refuse_unauthorized(request)) return *refused;
   const std::string& path = request.path;
   if (path == options_.telemetry_path) {
     if (auto refused = check_read_method(request.method)) return *refused;
@@ -161,11 +220,12 @@ HttpResponse Endpoints::metrics(const HttpRequest& request) const {
 HttpResponse Endpoints::health() const {
   const PoolStatistics stats = sources_.statistics();
   const bool serving = can_serve(stats) && !shutting_down();
+  nlohmann::json document = health_document(stats, sources_.now());
+  if (shutting_down()) document["status"] = "draining";
   HttpResponse response;
   response.status = serving ? 200 : 503;
   response.content_type = "application/json";
-  response.body = health_document(stats, sources_.now())
-                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  response.body = document.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   response.headers.emplace_back("Cache-Control", "no-store");
   return response;
 }
@@ -187,6 +247,10 @@ HttpResponse Endpoints::landing() const {
 }
 
 HttpResponse Endpoints::mcp(const HttpRequest& request) const {
+  if (!is_allowed_host(request.host, options_.allowed_hosts)) {
+    return text_response(403,
+                         "403 forbidden: unexpected Host; add the name to --web.allowed-hosts\n");
+  }
   if (!is_allowed_origin(request.origin, request.host)) {
     return text_response(403, "403 forbidden: unexpected Origin\n");
   }
@@ -194,8 +258,25 @@ HttpResponse Endpoints::mcp(const HttpRequest& request) const {
       !McpServer::is_supported_protocol_version(request.mcp_protocol_version)) {
     return text_response(400, "400 bad request: unsupported MCP-Protocol-Version\n");
   }
+  if (request.body.size() > options_.mcp_max_body_bytes) {
+    return text_response(413, "413 request body too large for /mcp\n");
+  }
+  // A parsed document takes several times its body in memory: bound how many
+  // exist at once.
+  std::size_t busy = mcp_in_progress_.load();
+  do {
+    if (busy >= options_.mcp_max_concurrent) return too_busy("503 too many MCP requests; retry\n");
+  } while (!mcp_in_progress_.compare_exchange_weak(busy, busy + 1));
+  struct Release {
+    std::atomic<std::size_t>& in_progress;
+    ~Release() { in_progress.fetch_sub(1); }
+  } release{mcp_in_progress_};
   HttpResponse response = mcp_server_.handle(request.method, request.accept, request.body);
   response.headers.emplace_back("Cache-Control", "no-store");
+  // The parsed document is gone, but glibc keeps freed memory in the arena
+  // of the worker thread that parsed it, one arena per worker: without a
+  // trim, large bodies spread over the workers leave tens of MB resident.
+  if (request.body.size() >= kTrimAfterBodyBytes) malloc_trim(0);
   return response;
 }
 

@@ -7,11 +7,13 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "basic_authenticator.h"
+#include "client_rate_limiter.h"
 #include "http_request.h"
 #include "http_response.h"
 #include "landing_page.h"
@@ -27,10 +29,23 @@ namespace poolscope::exporter {
 /// Routes `telemetry_path` (Prometheus text format, gzip when accepted),
 /// `/health` (the health document; 503 when the pool cannot serve or the
 /// exporter is shutting down), `/mcp` (McpServer) and `/` (landing page).
-/// Unknown paths get 404, wrong methods 405 with Allow. With a rate limit,
-/// excess requests get 429; with basic-auth users, requests without valid
-/// credentials get 401 with WWW-Authenticate. Responses are built from the
-/// Sources only: nothing here touches the database.
+/// Unknown paths get 404, wrong methods 405 with Allow.
+///
+/// With basic-auth users, requests without valid credentials get 401 with
+/// WWW-Authenticate (except /health when `public_health` is set), and 503
+/// with Retry-After when every bcrypt slot is busy. With a rate limit, excess
+/// requests get 429: without auth from one shared bucket; with auth,
+/// requests whose credentials are cached take from that shared bucket and
+/// all others from a bucket of their client address, so a client sending
+/// wrong passwords cannot use up the budget of clients that authenticated.
+///
+/// /mcp also checks the Host header (is_allowed_host(): 403 otherwise, the
+/// defence against DNS rebinding), refuses bodies over `mcp_max_body_bytes`
+/// with 413 and answers 503 when `mcp_max_concurrent` requests are already
+/// being parsed, so its memory use is bounded per request and in total.
+///
+/// Responses are built from the Sources only: nothing here touches the
+/// database.
 ///
 /// Thread-safe: handle() may run on any number of threads at once, provided
 /// the Sources callbacks may too.
@@ -44,6 +59,15 @@ class Endpoints {
     std::string runbooks_url;      ///< landing page: base URL of the runbooks ("" = no links)
     std::string prometheus_url;    ///< landing page: Prometheus base URL ("" = no links)
     std::string alertmanager_url;  ///< landing page: Alertmanager base URL ("" = no link)
+    /// Host names /mcp accepts besides IP literals and localhost (lower
+    /// case, no port); an entry starting with "." also accepts its subdomains.
+    std::vector<std::string> allowed_hosts;
+    /// Largest /mcp request body; larger ones get 413.
+    std::size_t mcp_max_body_bytes = std::size_t{64} << 10;
+    /// Most /mcp requests handled at once; more get 503.
+    std::size_t mcp_max_concurrent = 4;
+    /// Serve /health without credentials even when basic auth is on.
+    bool public_health = false;
   };
 
   /// Where responses come from. Both are called on request threads.
@@ -65,7 +89,8 @@ class Endpoints {
   /// Answers one request. Never throws: a failing source gives a 500.
   HttpResponse handle(const HttpRequest& request) const;
 
-  /// From now on /health answers 503 (the exporter is stopping). Idempotent.
+  /// From now on /health answers 503 with status "draining" (the exporter is
+  /// stopping). Idempotent.
   void begin_shutdown() noexcept { shutting_down_.store(true); }
   bool shutting_down() const noexcept { return shutting_down_.load(); }
 
@@ -75,13 +100,18 @@ class Endpoints {
   HttpResponse health() const;
   HttpResponse landing() const;
   HttpResponse mcp(const HttpRequest& request) const;
+  std::optional<HttpResponse> refuse_unauthorized(const HttpRequest& request) const;
 
   const Options options_;
   const Sources sources_;
   const std::unique_ptr<BasicAuthenticator> authenticator_;
   const std::unique_ptr<RateLimiter> rate_limiter_;
+  /// Per-client buckets for requests without cached credentials; null unless
+  /// both auth and a rate limit are configured.
+  const std::unique_ptr<ClientRateLimiter> client_rate_limiter_;
   McpServer mcp_server_;
   std::atomic<bool> shutting_down_{false};
+  mutable std::atomic<std::size_t> mcp_in_progress_{0};
   /// Size of the last metrics page, to reserve the next one's buffer at once.
   mutable std::atomic<std::size_t> metrics_size_hint_{0};
 };
@@ -90,5 +120,11 @@ class Endpoints {
 /// the host the request was sent to (its Host header), or a loopback host.
 /// Guards against DNS rebinding, as the MCP transport specification asks.
 bool is_allowed_origin(std::string_view origin, std::string_view host) noexcept;
+
+/// True when an MCP request's Host header is acceptable: absent, an IP
+/// literal (a rebinding attack always uses a DNS name), localhost, or a name
+/// in `allowed_hosts` (compared without the port, case-insensitively; an
+/// entry starting with "." also matches its subdomains).
+bool is_allowed_host(std::string_view host, const std::vector<std::string>& allowed_hosts);
 
 }  // namespace poolscope::exporter

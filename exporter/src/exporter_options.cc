@@ -3,16 +3,21 @@
 #include <civetweb.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "exporter_error.h"
@@ -280,7 +285,102 @@ void check_telemetry_path(const std::string& path) {
   if (path == "/health" || path == "/mcp") throw reject("that path serves another endpoint");
 }
 
+// The password of --database.password-file: the file's text without one
+// trailing newline (what `echo secret > file` leaves).
+std::string read_password_file(const std::string& path, const std::string& source) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    throw UsageError(fmt::format("cannot read {}='{}': {}", source, path, std::strerror(errno)));
+  }
+  std::string password;
+  char buffer[4096];
+  for (std::size_t read; (read = std::fread(buffer, 1, sizeof buffer, file)) > 0;) {
+    password.append(buffer, read);
+    if (password.size() > 64 * 1024) break;
+  }
+  const bool failed = std::ferror(file) != 0;
+  std::fclose(file);
+  OPENSSL_cleanse(buffer, sizeof buffer);
+  if (failed) throw UsageError(fmt::format("cannot read {}='{}': read error", source, path));
+  if (password.size() > 64 * 1024) {
+    throw UsageError(
+        fmt::format("invalid {}='{}': larger than 64 KiB; expected a password", source, path));
+  }
+  if (password.ends_with("\r\n")) {
+    password.resize(password.size() - 2);
+  } else if (password.ends_with('\n')) {
+    password.pop_back();
+  }
+  if (password.empty()) {
+    throw UsageError(
+        fmt::format("invalid {}='{}': the file is empty; expected the password", source, path));
+  }
+  if (password.find('\0') != std::string::npos || password.find('\n') != std::string::npos) {
+    throw UsageError(fmt::format("invalid {}='{}': the password must be one line without NUL bytes",
+                                 source, path));
+  }
+  return password;
+}
+
+std::string quote_conninfo_value(std::string_view value) {
+  std::string quoted = "'";
+  for (const char c : value) {
+    if (c == '\'' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  return quoted + "'";
+}
+
+std::vector<std::string> parse_allowed_hosts(const std::string& list) {
+  std::vector<std::string> hosts;
+  std::string_view rest = list;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    std::string host(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    std::erase_if(host, [](char c) { return c == ' ' || c == '\t'; });
+    if (host.empty()) continue;
+    for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool bad_character = std::ranges::any_of(host, [](char c) {
+      return !(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_');
+    });
+    if (bad_character || host == ".") {
+      throw UsageError(fmt::format(
+          "invalid --web.allowed-hosts entry '{}': expected a host name without port or scheme, "
+          "such as exporter.example.com, or .example.com for every subdomain",
+          host));
+    }
+    if (host.size() > 1 && host.back() == '.') host.pop_back();
+    hosts.push_back(std::move(host));
+  }
+  return hosts;
+}
+
 }  // namespace
+
+std::string with_database_password(const std::string& conninfo, const std::string& password,
+                                   const std::string& source) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
+  if (error != nullptr) PQfreemem(error);
+  if (options == nullptr) {
+    throw UsageError(fmt::format(
+        "invalid {}: libpq cannot parse it (value not shown: it may contain a password)", source));
+  }
+  std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> owner(options, PQconninfoFree);
+  std::string result;
+  for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (option->val == nullptr || *option->val == '\0') continue;
+    if (std::string_view(option->keyword) == "password") {
+      throw UsageError(fmt::format(
+          "{} already holds a password and --database.password-file gives another; remove "
+          "one of them",
+          source));
+    }
+    result += fmt::format("{}={} ", option->keyword, quote_conninfo_value(option->val));
+  }
+  return result + "password=" + quote_conninfo_value(password);
+}
 
 std::string version_text() {
   return fmt::format("poolscope-exporter {} (civetweb {}, libpq {})", POOLSCOPE_VERSION,
@@ -360,6 +460,45 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                  "(default: no link)")
       ->type_name("URL")
       ->group("Landing page");
+
+  std::string allowed_hosts;
+  app.add_option("--web.allowed-hosts", allowed_hosts,
+                 "comma-separated host names /mcp answers to (Host header, no port), besides "
+                 "IP addresses and localhost; .example.com allows every subdomain. Other names "
+                 "get 403, the defence against DNS rebinding (default: none)")
+      ->type_name("HOSTS")
+      ->group("Web");
+  bool public_health = false;
+  app.add_flag("--web.unauthenticated-health", public_health,
+               "serve /health without credentials when basic auth is on, for load balancer "
+               "and Kubernetes probes (default: off, every path needs credentials)")
+      ->group("Web");
+  std::string shutdown_delay;
+  auto* shutdown_delay_option =
+      app.add_option("--web.shutdown-delay", shutdown_delay,
+                     "after SIGTERM, how long /health answers 503 (status draining) before the "
+                     "port closes (default: 1s)")
+          ->type_name("DURATION")
+          ->group("Web");
+  std::string mcp_max_body;
+  auto* mcp_max_body_option =
+      app.add_option("--mcp.max-request-bytes", mcp_max_body,
+                     "largest /mcp request body; larger ones get 413 (default: 65536)")
+          ->type_name("N")
+          ->group("Web");
+  std::string mcp_max_concurrent;
+  auto* mcp_max_concurrent_option =
+      app.add_option("--mcp.max-concurrent-requests", mcp_max_concurrent,
+                     "most /mcp requests handled at once; more get 503 (default: 4)")
+          ->type_name("N")
+          ->group("Web");
+  std::string password_file;
+  auto* password_file_option =
+      app.add_option("--database.password-file", password_file,
+                     "file holding the database password, read at start; keeps it out of "
+                     "DATABASE_URL, flags and the environment (env DATABASE_PASSWORD_FILE)")
+          ->type_name("FILE")
+          ->group("Pool");
 
   bool print_rules = false, print_alertmanager = false, print_dashboard = false;
   app.add_flag("--print-rules", print_rules,
@@ -453,6 +592,25 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     if (hold_option->count() > 0) {
       options.workload_hold = parse_duration(workload_hold, "--workload.hold");
     }
+    if (shutdown_delay_option->count() > 0) {
+      options.shutdown_delay = parse_duration(shutdown_delay, "--web.shutdown-delay");
+      if (options.shutdown_delay > std::chrono::minutes(5)) {
+        throw ConfigError("--web.shutdown-delay", shutdown_delay, "expected at most 5m");
+      }
+    }
+    if (mcp_max_body_option->count() > 0) {
+      options.mcp_max_body_bytes = parse_size(mcp_max_body, "--mcp.max-request-bytes");
+      if (options.mcp_max_body_bytes < 1024 || options.mcp_max_body_bytes > (16u << 20)) {
+        throw ConfigError("--mcp.max-request-bytes", mcp_max_body,
+                          "expected 1024 to 16777216 bytes");
+      }
+    }
+    if (mcp_max_concurrent_option->count() > 0) {
+      options.mcp_max_concurrent = parse_size(mcp_max_concurrent, "--mcp.max-concurrent-requests");
+      if (options.mcp_max_concurrent < 1 || options.mcp_max_concurrent > 64) {
+        throw ConfigError("--mcp.max-concurrent-requests", mcp_max_concurrent, "expected 1 to 64");
+      }
+    }
   } catch (const UsageError&) {
     throw;
   } catch (const ConfigError& error) {
@@ -464,9 +622,25 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
         "missing DATABASE_URL: set the environment variable (or --database.url) to a libpq "
         "URI such as postgresql://user:password@host:5432/dbname");
   }
-  check_database_url(options.pool.database_url, flag_for_variable.count("DATABASE_URL") != 0
-                                                    ? "--database.url"
-                                                    : "DATABASE_URL");
+  const std::string url_source =
+      flag_for_variable.count("DATABASE_URL") != 0 ? "--database.url" : "DATABASE_URL";
+  check_database_url(options.pool.database_url, url_source);
+  std::optional<std::string> password_path;
+  std::string password_source = "--database.password-file";
+  if (password_file_option->count() > 0) {
+    password_path = password_file;
+  } else if (auto variable = getenv("DATABASE_PASSWORD_FILE"); variable && !variable->empty()) {
+    password_path = std::move(variable);
+    password_source = "DATABASE_PASSWORD_FILE";
+  }
+  if (password_path) {
+    std::string password = read_password_file(*password_path, password_source);
+    options.pool.database_url =
+        with_database_password(options.pool.database_url, password, url_source);
+    OPENSSL_cleanse(password.data(), password.size());
+  }
+  options.allowed_hosts = parse_allowed_hosts(allowed_hosts);
+  options.public_health = public_health;
   options.listen_address = ListenAddress::parse(listen_address);
   check_telemetry_path(telemetry_path);
   options.telemetry_path = telemetry_path;

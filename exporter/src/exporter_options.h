@@ -6,6 +6,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "listen_address.h"
 #include "poolscope/logging.h"
@@ -43,6 +44,17 @@ struct ExporterOptions {
   std::string telemetry_path = "/metrics";
   std::string web_config_file;  ///< "" = no web configuration
   std::string metrics_prefix = "codebase_mcp_pool_";
+  /// Host names /mcp accepts besides IP literals and localhost (lower case).
+  std::vector<std::string> allowed_hosts;
+  /// Serve /health without credentials when basic auth is on (for probes).
+  bool public_health = false;
+  /// Largest /mcp request body (also the HTTP server's body limit).
+  std::size_t mcp_max_body_bytes = std::size_t{64} << 10;
+  /// Most /mcp requests handled at once.
+  std::size_t mcp_max_concurrent = 4;
+  /// After SIGTERM, how long /health answers 503 "draining" before the
+  /// listener closes (load balancers and probes need to see it).
+  std::chrono::milliseconds shutdown_delay{1000};
   /// Synthetic load: threads that keep borrowing connections and running
   /// `SELECT pg_sleep(hold)` (demos and end-to-end tests). 0 = off.
   std::size_t workload_workers = 0;
@@ -62,6 +74,12 @@ using EnvironmentLookup = std::function<std::optional<std::string>(const std::st
 /// the value (never the database password) and what is accepted.
 ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                                        const EnvironmentLookup& getenv);
+
+/// `conninfo` (a URI or key=value string libpq accepts) as a key=value
+/// string with `password` set. Throws UsageError naming `source` when
+/// conninfo cannot be parsed or already holds a password.
+std::string with_database_password(const std::string& conninfo, const std::string& password,
+                                   const std::string& source);
 
 /// The version line printed by --version.
 std::string version_text();

@@ -16,6 +16,7 @@ struct HttpRequest {
   std::string authorization;         ///< Authorization header ("" when absent)
   std::string origin;                ///< Origin header ("" when absent)
   std::string mcp_protocol_version;  ///< MCP-Protocol-Version header ("" when absent)
+  std::string remote_address;        ///< the client's IP address ("" when unknown)
   std::string body;                  ///< request body (bounded by the server)
 };
 

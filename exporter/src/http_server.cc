@@ -229,6 +229,7 @@ int HttpServer::serve(mg_connection* connection) {
   request.authorization = header(connection, "Authorization");
   request.origin = header(connection, "Origin");
   request.mcp_protocol_version = header(connection, "MCP-Protocol-Version");
+  request.remote_address = info->remote_addr;
 
   HttpResponse response;
   try {

@@ -5,16 +5,21 @@
 #include <prometheus/registry.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "basic_authenticator.h"
 #include "embedded_assets.h"
@@ -22,6 +27,7 @@
 #include "exporter_error.h"
 #include "exporter_log.h"
 #include "exporter_options.h"
+#include "health_document.h"
 #include "http_server.h"
 #include "poolscope/connection.h"
 #include "poolscope/error.h"
@@ -46,24 +52,65 @@ std::optional<std::string> process_environment(const std::string& name) {
   return std::string(value);
 }
 
-// Flags are world-readable in /proc/PID/cmdline (ps). Overwrite the
-// password of a --database.url flag once it has been parsed; the variable
-// DATABASE_URL, which the help recommends, never shows there.
-void hide_password_in_arguments(int argc, char** argv, const std::string& password) {
-  if (password.empty()) return;
+// Core dumps would hold the database password (a SIGQUIT core did), and a
+// dumpable process lets any process of the same user read its memory and
+// environment through /proc. Neither is needed to run the exporter.
+void disable_core_dumps() {
+  const rlimit no_core{0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+// Flags are world-readable in /proc/PID/cmdline (ps). Overwrite the secrets
+// of --database.url as typed (a percent-encoded password too) before
+// anything else runs; the options are parsed from a copy. The variable
+// DATABASE_URL and --database.password-file never show there.
+void hide_secrets_in_arguments(int argc, char** argv) {
+  constexpr std::string_view kFlag = "--database.url";
   for (int i = 1; i < argc; ++i) {
     const std::string_view argument(argv[i]);
-    char* value = nullptr;
-    if (argument.starts_with("--database.url=")) {
-      value = argv[i];
-    } else if (argument == "--database.url" && i + 1 < argc) {
-      value = argv[i + 1];
+    if (argument.starts_with(kFlag) && argument.size() > kFlag.size() &&
+        argument[kFlag.size()] == '=') {
+      mask_connection_secrets(
+          std::span<char>(argv[i] + kFlag.size() + 1, argument.size() - kFlag.size() - 1));
+    } else if (argument == kFlag && i + 1 < argc) {
+      mask_connection_secrets(std::span<char>(argv[i + 1], std::strlen(argv[i + 1])));
     }
-    if (value == nullptr) continue;
-    for (char* at = std::strstr(value, password.c_str()); at != nullptr;
-         at = std::strstr(at + password.size(), password.c_str())) {
-      std::memset(at, '*', password.size());
+  }
+}
+
+// Second line of defence once libpq has decoded the URL: any remaining
+// occurrence of a secret in a --database.url argument.
+void hide_decoded_secrets_in_arguments(int argc, char** argv,
+                                       const std::vector<std::string>& secrets) {
+  for (const std::string& secret : secrets) {
+    for (int i = 1; i < argc; ++i) {
+      const std::string_view argument(argv[i]);
+      const bool url = argument.starts_with("--database.url=") ||
+                       (i > 1 && std::string_view(argv[i - 1]) == "--database.url");
+      if (!url) continue;
+      for (char* at = std::strstr(argv[i], secret.c_str()); at != nullptr;
+           at = std::strstr(at + secret.size(), secret.c_str())) {
+        std::memset(at, '*', secret.size());
+      }
     }
+  }
+}
+
+const char* signal_name(int signal_number) {
+  switch (signal_number) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGUSR1:
+      return "SIGUSR1";
+    default:
+      return "signal";
   }
 }
 
@@ -85,7 +132,36 @@ int print_asset(const std::string& path) {
   return std::fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
+// SIGUSR1: one log line with the pool's statistics, for operators without
+// a Prometheus at hand.
+void log_statistics(const std::function<PoolStatistics()>& statistics) {
+  log_event(LogLevel::kInfo, "Statistics (SIGUSR1)",
+            {{"statistics", statistics_document(statistics())}});
+}
+
+// Waits for SIGTERM, SIGINT or SIGQUIT; SIGHUP and SIGUSR1 on the way are
+// answered without stopping. Returns the stop signal.
+int wait_for_stop_signal(const sigset_t& signals,
+                         const std::function<PoolStatistics()>& statistics) {
+  for (;;) {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) continue;
+    switch (signal_number) {
+      case SIGHUP:
+        log_event(LogLevel::kInfo,
+                  "SIGHUP ignored: nothing is reloaded while running; restart the exporter to "
+                  "apply configuration changes");
+        break;
+      case SIGUSR1:
+        log_statistics(statistics);
+        break;
+      default:
+        return signal_number;
+    }
+  }
+}
+
+int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   configure_exporter_logging(options.pool.log_level, options.log_format);
 
   WebConfig web_config;
@@ -118,15 +194,19 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
              {"pool", options.pool.name},
              {"database", redact_database_url(options.pool.database_url)},
              {"basic_auth", authenticator != nullptr},
+             {"unauthenticated_health", authenticator != nullptr && options.public_health},
              {"telemetry_path", options.telemetry_path}});
 
-  const std::string password = database_password(options.pool.database_url);
-  Endpoints::Sources sources;
-  sources.statistics = [&pool, password] {
+  const std::vector<std::string> secrets = database_secrets(options.pool.database_url);
+  const std::function<PoolStatistics()> statistics = [&pool, secrets] {
     PoolStatistics stats = pool.get_statistics();
-    if (stats.last_error) scrub_secret(*stats.last_error, password);
+    if (stats.last_error) {
+      for (const std::string& secret : secrets) scrub_secret(*stats.last_error, secret);
+    }
     return stats;
   };
+  Endpoints::Sources sources;
+  sources.statistics = statistics;
   sources.metrics = [&registry, &metrics] {
     std::vector<prometheus::MetricFamily> families = registry->Collect();
     std::vector<prometheus::MetricFamily> snapshot = metrics.Collect();
@@ -134,8 +214,14 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
                     std::make_move_iterator(snapshot.end()));
     return families;
   };
-  Endpoints::Options endpoint_options{options.telemetry_path, POOLSCOPE_VERSION,
-                                      web_config.response_headers};
+  Endpoints::Options endpoint_options;
+  endpoint_options.telemetry_path = options.telemetry_path;
+  endpoint_options.version = POOLSCOPE_VERSION;
+  endpoint_options.response_headers = web_config.response_headers;
+  endpoint_options.allowed_hosts = options.allowed_hosts;
+  endpoint_options.mcp_max_body_bytes = options.mcp_max_body_bytes;
+  endpoint_options.mcp_max_concurrent = options.mcp_max_concurrent;
+  endpoint_options.public_health = options.public_health;
   endpoint_options.runbooks_url = options.runbooks_url;
   endpoint_options.prometheus_url = options.prometheus_url;
   endpoint_options.alertmanager_url = options.alertmanager_url;
@@ -146,6 +232,9 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
   try {
     HttpServer::Options server_options;
     server_options.address = options.listen_address;
+    // /mcp is the only endpoint that reads a body: refuse larger ones before
+    // reading them.
+    server_options.max_body_bytes = options.mcp_max_body_bytes;
     server = std::make_unique<HttpServer>(server_options, [&endpoints](const HttpRequest& request) {
       return endpoints.handle(request);
     });
@@ -174,23 +263,39 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
               {{"workers", options.workload_workers}, {"hold_ms", options.workload_hold.count()}});
   }
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  log_event(LogLevel::kInfo, "Shutting down",
-            {{"signal", signal_number == SIGINT ? "SIGINT" : "SIGTERM"}});
-  // A second SIGTERM/SIGINT (an impatient Ctrl-C) ends the process at once
-  // instead of waiting out the pool's shutdown timeout.
-  std::thread([stop_signals] {
-    int again = 0;
-    sigwait(&stop_signals, &again);
-    log_event(LogLevel::kWarning, "Second signal: exiting without finishing the graceful shutdown");
-    std::_Exit(EXIT_FAILURE);
+  const int stop_signal = wait_for_stop_signal(handled_signals, statistics);
+  log_event(LogLevel::kInfo, "Shutting down", {{"signal", signal_name(stop_signal)}});
+  // Signals during the shutdown: an impatient Ctrl-C (a second SIGINT) ends
+  // the process at once; a repeated SIGTERM or SIGQUIT is logged and the
+  // graceful shutdown goes on. `timeout` and some supervisors send SIGTERM
+  // twice (to the child, then to its process group) and report our status,
+  // so a repeated SIGTERM must not turn a clean stop into a failure.
+  std::thread([handled_signals, statistics] {
+    for (;;) {
+      int again = 0;
+      if (sigwait(&handled_signals, &again) != 0) continue;
+      if (again == SIGINT) {
+        log_event(LogLevel::kWarning,
+                  "Second signal (SIGINT): exiting without finishing the graceful shutdown");
+        std::_Exit(128 + SIGINT);
+      }
+      if (again == SIGUSR1) {
+        log_statistics(statistics);
+        continue;
+      }
+      log_event(LogLevel::kInfo, "Already shutting down; signal ignored",
+                {{"signal", signal_name(again)}});
+    }
   }).detach();
   // Readiness first, so load balancers stop sending traffic while the pool
-  // drains; the server keeps answering (503) until the pool is closed.
+  // drains; the server keeps answering (/health 503, status draining) until
+  // the pool is closed and at least the shutdown delay has passed, so probes
+  // see the 503 even when the pool closes at once.
+  const auto draining_until = std::chrono::steady_clock::now() + options.shutdown_delay;
   endpoints.begin_shutdown();
   if (workload) workload->stop();
   pool.shutdown();
+  std::this_thread::sleep_until(draining_until);
   server->stop();
   metrics.remove(pool);
   log_event(LogLevel::kInfo, "Exporter stopped");
@@ -200,14 +305,21 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  disable_core_dumps();
+  // Parse a copy: the originals are what ps shows, and are masked first.
+  const std::vector<std::string> arguments(argv, argv + argc);
+  hide_secrets_in_arguments(argc, argv);
+  std::vector<const char*> argument_pointers;
+  for (const std::string& argument : arguments) argument_pointers.push_back(argument.c_str());
+
   ExporterOptions options;
   try {
-    options = parse_exporter_options(
-        std::span<const char* const>(argv, static_cast<std::size_t>(argc)), process_environment);
+    options = parse_exporter_options(std::span<const char* const>(argument_pointers),
+                                     process_environment);
   } catch (const UsageError& error) {
     return usage_error(error.what());
   }
-  hide_password_in_arguments(argc, argv, database_password(options.pool.database_url));
+  hide_decoded_secrets_in_arguments(argc, argv, database_secrets(options.pool.database_url));
   switch (options.action) {
     case ExporterOptions::Action::kPrintHelp:
     case ExporterOptions::Action::kPrintVersion:
@@ -219,16 +331,18 @@ int main(int argc, char** argv) {
       break;
   }
 
-  // Every thread (the pool's, civetweb's) inherits this mask, so SIGTERM and
-  // SIGINT are only ever received by sigwait() in serve().
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Every thread (the pool's, civetweb's) inherits this mask, so these
+  // signals are only ever received by sigwait() in serve(): none of them
+  // kills the process (SIGQUIT stops it gracefully, without a core).
+  sigset_t handled_signals;
+  sigemptyset(&handled_signals);
+  for (const int signal_number : {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1}) {
+    sigaddset(&handled_signals, signal_number);
+  }
+  pthread_sigmask(SIG_BLOCK, &handled_signals, nullptr);
 
   try {
-    return serve(options, stop_signals);
+    return serve(options, handled_signals);
   } catch (const UsageError& error) {
     return usage_error(error.what());
   } catch (const ConfigError& error) {

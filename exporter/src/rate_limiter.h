@@ -20,6 +20,9 @@ class RateLimiter {
   /// True when limiting is on (interval > 0).
   bool enabled() const noexcept { return interval_.count() > 0; }
 
+  std::chrono::nanoseconds interval() const noexcept { return interval_; }
+  long long burst() const noexcept { return static_cast<long long>(burst_); }
+
   /// Takes a token at time `now` if one is available.
   bool allow(Clock::time_point now = Clock::now());
 

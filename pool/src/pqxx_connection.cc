@@ -277,7 +277,8 @@ std::string redact_database_url(const std::string& url) {
   std::string redacted;
   for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
     if (option->val == nullptr || *option->val == '\0') continue;
-    const bool secret = std::string_view(option->keyword) == "password";
+    // libpq marks the options to hide (password, sslpassword) with dispchar "*".
+    const bool secret = option->dispchar != nullptr && option->dispchar[0] == '*';
     redacted += fmt::format("{}{}={}", redacted.empty() ? "" : " ", option->keyword,
                             secret ? "***" : option->val);
   }

@@ -66,7 +66,7 @@ class Exporter:
 
     def stop(self, sig=signal.SIGTERM):
         """Sends `sig` (unless the process has ended) and returns the exit code. A
-        second stop signal makes the exporter skip its graceful shutdown."""
+        second SIGINT makes the exporter skip its graceful shutdown."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:

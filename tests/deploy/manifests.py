@@ -4,8 +4,9 @@
 Kubernetes (deploy/kubernetes/*.yaml):
 - deployment.yaml: a Deployment and a Service for poolscope-exporter; the
   container reads DATABASE_URL from a Secret (never a literal), exposes port
-  9839 named "metrics", has an httpGet readiness probe on /health and an
-  httpGet liveness probe, runs as non-root without privilege escalation; the
+  9839 named "metrics", has an httpGet readiness probe on /health, a
+  tcpSocket liveness probe and --web.unauthenticated-health (probes carry no
+  credentials), runs as non-root without privilege escalation; the
   Service selects the pod template's labels and exposes the named port.
 - servicemonitor.yaml: selects the Service's labels and scrapes its named port
   on /metrics.
@@ -60,16 +61,16 @@ def by_kind(documents, path):
     return kinds
 
 
-def check_probe(container, name, path=None):
+def check_probe(container, name, kind, path=None):
     probe = container.get(name)
-    if not probe or "httpGet" not in probe:
-        fail(f"deployment.yaml: {name} is not an httpGet probe")
+    if not probe or kind not in probe:
+        fail(f"deployment.yaml: {name} is not a {kind} probe")
         return
-    get = probe["httpGet"]
-    if path is not None and get.get("path") != path:
-        fail(f"deployment.yaml: {name} asks {get.get('path')!r}, expected {path!r}")
-    if get.get("port") not in ("metrics", EXPORTER_PORT):
-        fail(f"deployment.yaml: {name} probes port {get.get('port')!r}, not the exporter's")
+    target = probe[kind]
+    if path is not None and target.get("path") != path:
+        fail(f"deployment.yaml: {name} asks {target.get('path')!r}, expected {path!r}")
+    if target.get("port") not in ("metrics", EXPORTER_PORT):
+        fail(f"deployment.yaml: {name} probes port {target.get('port')!r}, not the exporter's")
 
 
 def check_kubernetes(root):
@@ -102,8 +103,13 @@ def check_kubernetes(root):
     ports = {p.get("name"): p for p in container.get("ports", [])}
     if ports.get("metrics", {}).get("containerPort") != EXPORTER_PORT:
         fail(f"deployment.yaml: container port 'metrics' must be {EXPORTER_PORT}")
-    check_probe(container, "readinessProbe", "/health")
-    check_probe(container, "livenessProbe")
+    check_probe(container, "readinessProbe", "httpGet", "/health")
+    # Probes cannot send credentials: with basic auth on, only an open /health
+    # and a TCP check keep working (exporter_probes_with_auth runs them).
+    check_probe(container, "livenessProbe", "tcpSocket")
+    if "--web.unauthenticated-health" not in container.get("args", []):
+        fail("deployment.yaml: the readiness probe needs --web.unauthenticated-health "
+             "once basic auth is configured")
     security = container.get("securityContext", {})
     if security.get("allowPrivilegeEscalation") is not False:
         fail("deployment.yaml: allowPrivilegeEscalation must be false")

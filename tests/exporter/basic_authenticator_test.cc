@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace poolscope::exporter {
 namespace {
@@ -124,6 +127,57 @@ TEST(BasicCredentials, ParsesUserAndPassword) {
   EXPECT_FALSE(parse_basic_credentials("Basic YQ=", user, password));    // bad length
   EXPECT_FALSE(parse_basic_credentials("Basic YQ=a", user, password));   // data after padding
   EXPECT_FALSE(parse_basic_credentials("Basicx YTpi", user, password));  // other scheme
+}
+
+TEST(BasicAuthenticatorLimits, ChecksBeyondTheConcurrencyLimitAreBusyNotQueued) {
+  // Cost 10: each check takes long enough for the threads to overlap.
+  std::array<char, CRYPT_GENSALT_OUTPUT_SIZE> setting{};
+  crypt_gensalt_rn("$2b$", 10, nullptr, 0, setting.data(), static_cast<int>(setting.size()));
+  auto data = std::make_unique<crypt_data>();
+  BasicAuthenticator authenticator({{"alice", crypt_r("s3cret", setting.data(), data.get())}}, 1024,
+                                   1);
+  ASSERT_TRUE(authenticator.check("alice", "s3cret"));  // cached from now on
+  ASSERT_TRUE(authenticator.is_cached(basic("alice", "s3cret")));
+
+  std::atomic<int> busy{0};
+  std::atomic<int> refused{0};
+  std::atomic<int> cached_ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      for (int round = 0; round < 3; ++round) {
+        switch (authenticator.verify(basic("alice", "guess" + std::to_string(i)))) {
+          case BasicAuthenticator::Verdict::kBusy:
+            ++busy;
+            break;
+          case BasicAuthenticator::Verdict::kRefused:
+            ++refused;
+            break;
+          case BasicAuthenticator::Verdict::kAuthorized:
+            ADD_FAILURE() << "a wrong password was accepted";
+            break;
+        }
+        // Cached credentials never wait for a bcrypt slot.
+        if (authenticator.verify(basic("alice", "s3cret")) ==
+            BasicAuthenticator::Verdict::kAuthorized) {
+          ++cached_ok;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_GT(busy.load(), 0);
+  EXPECT_GT(refused.load(), 0);
+  EXPECT_EQ(busy.load() + refused.load(), 24);
+  EXPECT_EQ(cached_ok.load(), 24);
+}
+
+TEST_F(BasicAuthenticatorTest, IsCachedNeverRunsBcrypt) {
+  EXPECT_FALSE(authenticator.is_cached(basic("alice", "s3cret")));
+  EXPECT_FALSE(authenticator.is_cached(""));
+  EXPECT_TRUE(authenticator.authorize(basic("alice", "s3cret")));
+  EXPECT_TRUE(authenticator.is_cached(basic("alice", "s3cret")));
+  EXPECT_FALSE(authenticator.is_cached(basic("alice", "s3cre")));
 }
 
 }  // namespace

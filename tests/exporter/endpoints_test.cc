@@ -8,10 +8,15 @@
 #include <zlib.h>
 
 #include <array>
+#include <condition_variable>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace poolscope::exporter {
 namespace {
@@ -123,7 +128,7 @@ TEST_F(EndpointsTest, HealthIs503OnceShutdownBegins) {
   endpoints.begin_shutdown();
   const HttpResponse response = endpoints.handle(get("/health"));
   EXPECT_EQ(response.status, 503);
-  EXPECT_NO_THROW(nlohmann::json::parse(response.body));
+  EXPECT_EQ(nlohmann::json::parse(response.body)["status"], "draining");
 }
 
 TEST_F(EndpointsTest, MetricsUseTheTextFormat) {
@@ -224,13 +229,16 @@ TEST_F(EndpointsTest, McpRefusesForeignOriginsAndUnknownProtocolVersions) {
   request.accept = "application/json, text/event-stream";
   request.body = R"({"jsonrpc":"2.0","id":1,"method":"ping"})";
   request.host = "exporter.internal:9839";
+  Endpoints::Options options;
+  options.allowed_hosts = {"exporter.internal"};
+  Endpoints endpoints = make(options);
   request.origin = "https://evil.example";
-  EXPECT_EQ(make().handle(request).status, 403);
+  EXPECT_EQ(endpoints.handle(request).status, 403);
   request.origin = "http://exporter.internal:9839";
-  EXPECT_EQ(make().handle(request).status, 200);
+  EXPECT_EQ(endpoints.handle(request).status, 200);
   request.origin = "";
   request.mcp_protocol_version = "1999-01-01";
-  EXPECT_EQ(make().handle(request).status, 400);
+  EXPECT_EQ(endpoints.handle(request).status, 400);
 }
 
 TEST(Origin, AllowsAbsentSameHostAndLoopbackOrigins) {
@@ -287,6 +295,136 @@ TEST_F(EndpointsTest, AFailingSourceGives500) {
   fail_statistics_ = true;
   EXPECT_EQ(make().handle(get("/health")).status, 500);
   EXPECT_EQ(make().handle(get("/")).status, 500);
+}
+
+HttpRequest mcp_post(std::string body, std::string host = "127.0.0.1:9839") {
+  HttpRequest request = get("/mcp");
+  request.method = "POST";
+  request.accept = "application/json";
+  request.host = std::move(host);
+  request.body = std::move(body);
+  return request;
+}
+
+constexpr const char* kPing = R"({"jsonrpc":"2.0","id":1,"method":"ping"})";
+
+TEST_F(EndpointsTest, McpRefusesADnsRebindingRequest) {
+  Endpoints endpoints = make();
+  HttpRequest request = mcp_post(kPing, "evil.example:9839");
+  request.origin = "http://evil.example:9839";  // same as Host: passes the Origin check
+  const HttpResponse response = endpoints.handle(request);
+  EXPECT_EQ(response.status, 403);
+  EXPECT_THAT(response.body, HasSubstr("Host"));
+}
+
+TEST_F(EndpointsTest, McpServesAllowedHosts) {
+  Endpoints::Options options;
+  options.allowed_hosts = {"exporter.internal"};
+  Endpoints endpoints = make(options);
+  EXPECT_EQ(endpoints.handle(mcp_post(kPing, "exporter.internal:9839")).status, 200);
+  EXPECT_EQ(endpoints.handle(mcp_post(kPing, "other.internal:9839")).status, 403);
+}
+
+TEST(Host, AllowsAddressesLocalhostAndConfiguredNamesOnly) {
+  const std::vector<std::string> allowed = {"exporter.example", ".svc.example"};
+  for (const char* host :
+       {"", "127.0.0.1:9839", "10.0.0.7", "[::1]:9839", "[fe80::1]", "localhost:1", "LOCALHOST",
+        "localhost.", "exporter.example:9839", "Exporter.Example", "pod.ns.svc.example:80"}) {
+    EXPECT_TRUE(is_allowed_host(host, allowed)) << host;
+  }
+  for (const char* host :
+       {"evil.example:9839", "127.0.0.1.nip.io", "localhost.evil.example", "exporter.example.evil",
+        "svc.example", "xsvc.example", ":9839", "1.2.3.4.5", "[::1"}) {
+    EXPECT_FALSE(is_allowed_host(host, allowed)) << host;
+  }
+}
+
+TEST_F(EndpointsTest, McpRefusesBodiesOverTheLimitWith413) {
+  Endpoints::Options options;
+  options.mcp_max_body_bytes = 1024;
+  Endpoints endpoints = make(options);
+  std::string body = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":")";
+  body += std::string(1024 - body.size() - 3, 'x') + "\"}}";
+  ASSERT_EQ(body.size(), 1024u);
+  EXPECT_EQ(endpoints.handle(mcp_post(body)).status, 200);
+  body.insert(body.size() - 3, "x");
+  EXPECT_EQ(endpoints.handle(mcp_post(body)).status, 413);
+}
+
+TEST_F(EndpointsTest, McpAnswers503WhenTheConcurrencyLimitIsReached) {
+  Endpoints::Options options;
+  options.mcp_max_concurrent = 1;
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool inside = false;
+  bool release = false;
+  Endpoints::Sources sources;
+  sources.statistics = [&] {
+    std::unique_lock lock(mutex);
+    inside = true;
+    changed.notify_all();
+    changed.wait(lock, [&] { return release; });
+    return stats_;
+  };
+  sources.metrics = [this] { return registry_->Collect(); };
+  options.version = "1";
+  Endpoints endpoints(options, std::move(sources), nullptr, nullptr);
+
+  std::thread reader([&] {
+    const HttpResponse response = endpoints.handle(mcp_post(
+        R"({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"health://connection-pool"}})"));
+    EXPECT_EQ(response.status, 200);
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return inside; });
+  }
+  const HttpResponse busy = endpoints.handle(mcp_post(kPing));
+  EXPECT_EQ(busy.status, 503);
+  EXPECT_EQ(header_value(busy, "Retry-After"), "1");
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  changed.notify_all();
+  reader.join();
+  EXPECT_EQ(endpoints.handle(mcp_post(kPing)).status, 200);  // the slot was given back
+}
+
+TEST_F(EndpointsTest, HealthCanBeServedWithoutCredentialsWhileEverythingElseNeedsThem) {
+  Endpoints::Options options;
+  options.public_health = true;
+  Endpoints endpoints =
+      make(options, std::make_unique<BasicAuthenticator>(
+                        std::map<std::string, std::string>{{"prometheus", bcrypt("scrape")}}));
+  EXPECT_EQ(endpoints.handle(get("/health")).status, 200);
+  for (const char* path : {"/metrics", "/", "/mcp", "/nope"}) {
+    EXPECT_EQ(endpoints.handle(get(path)).status, 401) << path;
+  }
+}
+
+TEST_F(EndpointsTest, WrongPasswordsUseTheirClientsBudgetNotTheVerifiedClients) {
+  Endpoints endpoints =
+      make({},
+           std::make_unique<BasicAuthenticator>(
+               std::map<std::string, std::string>{{"prometheus", bcrypt("scrape")}}),
+           std::make_unique<RateLimiter>(std::chrono::hours(1), 3));
+  HttpRequest scraper = get("/metrics");
+  scraper.remote_address = "10.0.0.1";
+  scraper.authorization = "Basic cHJvbWV0aGV1czpzY3JhcGU=";  // prometheus:scrape
+  EXPECT_EQ(endpoints.handle(scraper).status, 200);          // verified with bcrypt, now cached
+
+  HttpRequest attacker = get("/metrics");
+  attacker.remote_address = "10.0.0.66";
+  attacker.authorization = "Basic cHJvbWV0aGV1czpzY3JhcEU=";  // prometheus:scrapE
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(endpoints.handle(attacker).status, 401);
+  EXPECT_EQ(endpoints.handle(attacker).status, 429);
+  attacker.authorization.clear();
+  EXPECT_EQ(endpoints.handle(attacker).status, 429);
+
+  // The cached scraper has its own three tokens, untouched by the attacker.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(endpoints.handle(scraper).status, 200);
+  EXPECT_EQ(endpoints.handle(scraper).status, 429);
 }
 
 }  // namespace

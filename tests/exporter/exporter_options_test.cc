@@ -2,12 +2,18 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "exporter_error.h"
+#include "redaction.h"
 
 namespace poolscope::exporter {
 namespace {
@@ -269,6 +275,83 @@ TEST(ExporterOptions, PrintFlagsSelectTheEmbeddedArtefact) {
   EXPECT_EQ(fixture.parse({"--print-dashboard"}).asset_path,
             "grafana/connection-pool-dashboard.json");
   EXPECT_THAT(fixture.error({"--print-rules", "--print-dashboard"}), HasSubstr("exclude"));
+}
+
+std::string write_file(const std::string& text) {
+  char path[] = "/tmp/poolscope-options-test.XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) throw std::runtime_error("mkstemp failed");
+  if (write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    close(fd);
+    throw std::runtime_error("write failed");
+  }
+  close(fd);
+  return path;
+}
+
+TEST(ExporterOptions, PasswordFileSetsThePasswordOfAUrlWithout) {
+  const std::string path = write_file("file pass'word\\\n");
+  Fixture fixture;
+  fixture.environment["DATABASE_URL"] = "postgresql://poolscope@127.0.0.1:5432/poolscope";
+  const std::string flag = "--database.password-file=" + path;
+  const ExporterOptions options = fixture.parse({flag.c_str()});
+  EXPECT_EQ(database_password(options.pool.database_url), "file pass'word\\");
+  EXPECT_THAT(options.pool.database_url, HasSubstr("host='127.0.0.1'"));
+  EXPECT_THAT(options.pool.database_url, HasSubstr("dbname='poolscope'"));
+  // The variable works the same way.
+  fixture.environment["DATABASE_PASSWORD_FILE"] = path;
+  EXPECT_EQ(database_password(fixture.parse({}).pool.database_url), "file pass'word\\");
+  std::remove(path.c_str());
+}
+
+TEST(ExporterOptions, PasswordFileErrorsNameTheFileAndNeverShowThePassword) {
+  EXPECT_THAT(Fixture{}.error({"--database.password-file=/nonexistent/pw"}),
+              HasSubstr("cannot read --database.password-file='/nonexistent/pw'"));
+  const std::string path = write_file("second-secret\n");
+  const std::string flag = "--database.password-file=" + path;
+  const std::string both = Fixture{}.error({flag.c_str()});  // kUrl has a password already
+  EXPECT_THAT(both, HasSubstr("already holds a password"));
+  EXPECT_THAT(both, Not(HasSubstr("topsecret")));
+  EXPECT_THAT(both, Not(HasSubstr("second-secret")));
+  std::remove(path.c_str());
+  const std::string empty = write_file("\n");
+  const std::string empty_flag = "--database.password-file=" + empty;
+  Fixture fixture;
+  fixture.environment["DATABASE_URL"] = "host=h";
+  EXPECT_THAT(fixture.error({empty_flag.c_str()}), HasSubstr("the file is empty"));
+  std::remove(empty.c_str());
+}
+
+TEST(ExporterOptions, AllowedHostsAreLowerCasedAndCheckedForShape) {
+  const ExporterOptions options =
+      Fixture{}.parse({"--web.allowed-hosts=Exporter.Example, .svc.cluster.local"});
+  EXPECT_EQ(options.allowed_hosts,
+            (std::vector<std::string>{"exporter.example", ".svc.cluster.local"}));
+  EXPECT_TRUE(Fixture{}.parse({}).allowed_hosts.empty());
+  for (const char* bad : {"--web.allowed-hosts=exporter:9839", "--web.allowed-hosts=http://x",
+                          "--web.allowed-hosts=."}) {
+    EXPECT_THAT(Fixture{}.error({bad}), HasSubstr("invalid --web.allowed-hosts entry")) << bad;
+  }
+}
+
+TEST(ExporterOptions, HardeningFlagsHaveDefaultsAndBounds) {
+  const ExporterOptions defaults = Fixture{}.parse({});
+  EXPECT_FALSE(defaults.public_health);
+  EXPECT_EQ(defaults.mcp_max_body_bytes, 65536u);
+  EXPECT_EQ(defaults.mcp_max_concurrent, 4u);
+  EXPECT_EQ(defaults.shutdown_delay, std::chrono::seconds(1));
+  const ExporterOptions set =
+      Fixture{}.parse({"--web.unauthenticated-health", "--mcp.max-request-bytes=4096",
+                       "--mcp.max-concurrent-requests=2", "--web.shutdown-delay=250ms"});
+  EXPECT_TRUE(set.public_health);
+  EXPECT_EQ(set.mcp_max_body_bytes, 4096u);
+  EXPECT_EQ(set.mcp_max_concurrent, 2u);
+  EXPECT_EQ(set.shutdown_delay, std::chrono::milliseconds(250));
+  EXPECT_THAT(Fixture{}.error({"--mcp.max-request-bytes=10"}),
+              HasSubstr("--mcp.max-request-bytes"));
+  EXPECT_THAT(Fixture{}.error({"--mcp.max-concurrent-requests=0"}),
+              HasSubstr("--mcp.max-concurrent-requests"));
+  EXPECT_THAT(Fixture{}.error({"--web.shutdown-delay=1h"}), HasSubstr("--web.shutdown-delay"));
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "mcp_server.h"
 
 #include <gtest/gtest.h>
+#include <time.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <set>
@@ -412,8 +415,9 @@ TEST_F(McpServerTest, ArrayParamsAreInvalidParamsAndScalarParamsAnInvalidRequest
 }
 
 TEST_F(McpServerTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
+  // Refused as soon as the depth limit is passed, before the rest is read.
   const std::string arrays(200000, '[');
-  EXPECT_EQ(error_code(call_raw(arrays)), -32700);  // unterminated
+  EXPECT_EQ(error_code(call_raw(arrays)), -32600);
   const std::string closed = std::string(100000, '[') + std::string(100000, ']');
   EXPECT_EQ(error_code(call_raw(closed)), -32600);
   std::string in_params = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":)";
@@ -422,6 +426,60 @@ TEST_F(McpServerTest, DeeplyNestedJsonIsRefusedWithoutCrashing) {
   for (int i = 0; i < 50000; ++i) in_params += "}";
   in_params += "}}";
   EXPECT_EQ(error_code(call_raw(in_params)), -32600);
+}
+
+// A ping whose params carry an array of empty objects, `size` bytes long:
+// the shape that made the depth-limit callback quadratic (an array of 170k
+// empty objects took 82 s).
+std::string ping_with_padding(std::size_t size) {
+  std::string body = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"a":[)";
+  while (body.size() + 8 < size) body += "{},";
+  return body + "{}]}}}";
+}
+
+// CPU time of this thread, so that other processes on a busy machine do not
+// count; the best of three runs.
+std::chrono::nanoseconds best_cpu_time_to_answer(const McpServer& server, const std::string& body) {
+  auto best = std::chrono::nanoseconds::max();
+  for (int run = 0; run < 3; ++run) {
+    timespec start{};
+    timespec end{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    const HttpResponse response = server.handle("POST", "application/json", body);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
+    EXPECT_EQ(response.status, 200);
+    EXPECT_TRUE(json::parse(response.body).contains("result"));
+    best = std::min(best, std::chrono::seconds(end.tv_sec - start.tv_sec) +
+                              std::chrono::nanoseconds(end.tv_nsec - start.tv_nsec));
+  }
+  return best;
+}
+
+TEST_F(McpServerTest, TheLargestAcceptedBodyParsesWithin50Milliseconds) {
+  // 64 KiB is the exporter's /mcp body limit.
+  EXPECT_LT(best_cpu_time_to_answer(server_, ping_with_padding(64 * 1024)),
+            std::chrono::milliseconds(50));
+}
+
+TEST_F(McpServerTest, ParsingTimeGrowsLinearlyWithTheBody) {
+  const auto small = best_cpu_time_to_answer(server_, ping_with_padding(64 * 1024));
+  const auto large = best_cpu_time_to_answer(server_, ping_with_padding(1024 * 1024));
+  // 16 times the body: linear parsing costs about 16 times as much,
+  // quadratic parsing 256 times.
+  EXPECT_LT(large, small * 40) << "64 KiB: " << small.count() << " ns, 1 MiB: " << large.count()
+                               << " ns";
+}
+
+TEST_F(McpServerTest, NestingUpToTheLimitIsAcceptedAndOneMoreLevelRefused) {
+  // The message object is level 1 and params level 2.
+  const auto nested = [](int levels) {
+    std::string body = R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":)";
+    for (int i = 0; i < levels; ++i) body += "[";
+    for (int i = 0; i < levels; ++i) body += "]";
+    return body + "}}";
+  };
+  EXPECT_TRUE(call_raw(nested(62)).contains("result"));
+  EXPECT_EQ(error_code(call_raw(nested(63))), -32600);
 }
 
 TEST_F(McpServerTest, ModeratelyNestedParamsAreAccepted) {

@@ -178,5 +178,14 @@ TEST(PoolConfig, RedactionRemovesThePassword) {
   EXPECT_EQ(redact_database_url("postgresql://[::1"), "<unparseable connection string>");
 }
 
+TEST(PoolConfig, RedactionRemovesTheSslPassword) {
+  const auto redacted = redact_database_url("host=x sslkey=/k.pem sslpassword=key-secret");
+  EXPECT_EQ(redacted.find("key-secret"), std::string::npos);
+  EXPECT_NE(redacted.find("sslpassword=***"), std::string::npos);
+  EXPECT_NE(redacted.find("sslkey=/k.pem"), std::string::npos);
+  EXPECT_EQ(redact_database_url("postgresql://u@h/db?sslpassword=key-secret").find("key-secret"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace poolscope
