@@ -8,6 +8,7 @@
 
 #include <pqxx/pqxx>
 #include <thread>
+#include <vector>
 
 #include "cluster.h"
 #include "fakes.h"
@@ -133,8 +134,8 @@ TEST(ServerView, ReportsTheServersLimitsAndLabelsThemWithTheServer) {
 
   const std::string text = serialize(view);
   const std::string labels = "{pool=\"view\",server=\"" + server + "\"}";
-  for (const std::string expected :
-       {"codebase_mcp_pool_server_view_up{pool=\"view\"} 1",
+  for (const std::string& expected : std::vector<std::string>{
+           "codebase_mcp_pool_server_view_up{pool=\"view\"} 1",
         "codebase_mcp_pool_server_view_errors_total{pool=\"view\"} 0",
         "codebase_mcp_pool_server_sessions{pool=\"view\",server=\"" + server +
             "\",state=\"idle in transaction\"} 0",
