@@ -1,6 +1,9 @@
 #include "poolscope/pool_metrics.h"
 
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
@@ -151,13 +154,24 @@ TEST_F(PoolMetricsTest, OtelTimeoutsCountAcquireTimeouts) {
   c.name = "tiny";
   c.min_size = 1;
   c.max_size = 1;
-  c.acquire_timeout = 1ms;
   auto p = std::make_unique<Pool>(c, std::make_shared<FakeFactory>(server_), clock_);
   ASSERT_TRUE(p->wait_until_ready());
   PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "x", MetricsNaming::kOtel});
   metrics.add(*p);
   auto held = p->acquire();
-  EXPECT_THROW(p->acquire(), AcquireTimeout);
+  // The pool waits on the fake clock: advance it while the waiter queues.
+  std::atomic<bool> timed_out{false};
+  std::thread waiter([&] {
+    try {
+      p->acquire(2s);
+    } catch (const AcquireTimeout&) {
+      timed_out = true;
+    }
+  });
+  ASSERT_TRUE(testing::eventually([&] { return p->get_statistics().waiting_requests == 1; }));
+  clock_->advance(2500ms);
+  waiter.join();
+  ASSERT_TRUE(timed_out);
   const std::string text = scrape(registry_, metrics);
   EXPECT_NE(text.find("db_client_connection_timeouts_total{db_client_connection_pool_name=\"tiny\"} 1"),
             std::string::npos)
