@@ -61,8 +61,13 @@ class ServerViewTest(unittest.TestCase):
             self.assertEqual(series(samples, "db_client_connection_max",
                                     db_client_connection_pool_name="viewed"), [4.0])
             self.assertNotIn(OVERCOMMIT, exporter.output())
+            # promtool's linter reserves _count for histograms and summaries;
+            # OpenTelemetry's db.client.connection.count keeps its name, and
+            # that is the only complaint.
             code, output = harness.promtool_check_metrics(harness.scrape(exporter))
-            self.assertEqual((code, output), (0, ""))
+            self.assertEqual(output.splitlines(), [
+                'db_client_connection_count non-histogram and non-summary metrics should not '
+                'have "_count" suffix'])
 
     def test_otel_naming_publishes_no_guide_pool_metrics(self):
         exporter = harness.Exporter(EXPORTER, harness.test_database_url(),
