@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "exporter_log.h"
+#include "redaction.h"
 
 namespace poolscope::exporter {
 namespace {
@@ -105,7 +106,9 @@ struct ServerView::Connection {
 };
 
 ServerView::ServerView(Options options, bool start_thread)
-    : options_(std::move(options)), conninfo_(view_conninfo(options_)) {
+    : options_(std::move(options)),
+      conninfo_(view_conninfo(options_)),
+      password_(database_password(options_.database_url)) {
   if (start_thread) thread_ = std::thread([this] { run(); });
 }
 
@@ -212,10 +215,12 @@ bool ServerView::read_once() {
     return true;
   } catch (const std::exception& error) {
     errors_.fetch_add(1);
-    // The password is not part of any libpq message the view passes on:
-    // libpq reports hosts, ports and server messages, never the conninfo.
+    // libpq reports hosts, ports and server messages, not the conninfo; the
+    // password is scrubbed all the same in case a message ever quotes it.
+    std::string reason = error.what();
+    scrub_secret(reason, password_);
     log_event(LogLevel::kWarning, "Server view read failed",
-              {{"pool", options_.pool_name}, {"error", error.what()}});
+              {{"pool", options_.pool_name}, {"error", reason}});
     std::lock_guard lock(mutex_);
     reading_.reset();
     return false;

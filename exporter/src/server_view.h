@@ -104,6 +104,7 @@ class ServerView {
 
   const Options options_;
   std::string conninfo_;            // options_.database_url with the view's settings
+  std::string password_;            // scrubbed from logged errors
   std::unique_ptr<Connection> connection_;  // used by read_once() only
   bool warned_overcommit_ = false;          // used by read_once() only
   std::atomic<std::uint64_t> errors_{0};

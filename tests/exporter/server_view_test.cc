@@ -22,6 +22,20 @@ using namespace std::chrono_literals;
 using poolscope::testing::eventually;
 using poolscope::testing::shared_database_url;
 
+}  // namespace
+}  // namespace poolscope::exporter
+
+namespace poolscope::testing {
+/// The suite database's password (scripts/test exports it).
+inline std::string shared_database_password() {
+  const char* password = std::getenv("POOLSCOPE_TEST_DB_PASSWORD");
+  return password != nullptr ? password : "";
+}
+}  // namespace poolscope::testing
+
+namespace poolscope::exporter {
+namespace {
+
 std::string admin_value(const std::string& sql) {
   pqxx::connection connection(shared_database_url());
   pqxx::nontransaction tx(connection);
@@ -195,6 +209,21 @@ TEST(ServerView, AFailedReadIsCountedAndDropsTheSessionSeries) {
       << text;
   EXPECT_EQ(text.find("server_sessions"), std::string::npos) << text;
   EXPECT_EQ(text.find("server_pool_max_connections"), std::string::npos) << text;
+}
+
+TEST(ServerView, AWrongPasswordIsCountedAndNeverLogged) {
+  ServerView::Options options = view_options("sv_wrong_password");
+  const std::string password = poolscope::testing::shared_database_password();
+  ASSERT_FALSE(password.empty());
+  const std::string wrong = "pw-not-the-right-one-4711";
+  options.database_url.replace(options.database_url.find(password), password.size(), wrong);
+  ::testing::internal::CaptureStderr();
+  ServerView view(options, /*start_thread=*/false);
+  EXPECT_FALSE(view.read_once());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("Server view read failed"), std::string::npos) << log;
+  EXPECT_EQ(log.find(wrong), std::string::npos) << log;
+  EXPECT_EQ(view.error_count(), 1u);
 }
 
 TEST(ServerView, TheBackgroundThreadReadsAtOnceAndStopsPromptly) {
