@@ -43,6 +43,9 @@ const MirroredFlag kMirroredFlags[] = {
     {"--database.url", "DATABASE_URL", Kind::kText,
      "PostgreSQL URI or key=value string. Prefer the variable: flags are visible in ps"},
     {"--pool.name", "POOL_NAME", Kind::kText, "value of the pool label (default: default)"},
+    {"--pool.application-name", "POOL_APPLICATION_NAME", Kind::kText,
+     "application_name of every pool connection, as pg_stat_activity shows it (default: the "
+     "URL's application_name, else poolscope)"},
     {"--pool.min-size", "POOL_MIN_SIZE", Kind::kSize, "connections kept open (default: 2)"},
     {"--pool.max-size", "POOL_MAX_SIZE", Kind::kSize, "most connections open (default: 10)"},
     {"--pool.acquire-timeout", "POOL_ACQUIRE_TIMEOUT", Kind::kDuration,
@@ -500,6 +503,28 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
           ->type_name("FILE")
           ->group("Pool");
 
+  std::string metrics_naming, server_view_interval, server_view_timeout;
+  auto* naming_option =
+      app.add_option("--metrics.naming", metrics_naming,
+                     "names of the pool metrics: guide (codebase_mcp_pool_…), otel "
+                     "(OpenTelemetry db_client_connection_…) or both (env METRICS_NAMING; "
+                     "default: guide)")
+          ->type_name("NAMING")
+          ->group("Web");
+  auto* view_interval_option =
+      app.add_option("--server-view.interval", server_view_interval,
+                     "how often the exporter reads the pool's sessions and the server's "
+                     "connection limits from pg_stat_activity, 0 = off (env "
+                     "SERVER_VIEW_INTERVAL; default: 30s)")
+          ->type_name("DURATION")
+          ->group("Server view");
+  auto* view_timeout_option =
+      app.add_option("--server-view.timeout", server_view_timeout,
+                     "statement_timeout of the server view's query (env SERVER_VIEW_TIMEOUT; "
+                     "default: 2s)")
+          ->type_name("DURATION")
+          ->group("Server view");
+
   bool print_rules = false, print_alertmanager = false, print_dashboard = false;
   app.add_flag("--print-rules", print_rules,
                "print the shipped Prometheus rules (rules/codebase-mcp-pool.yml) and exit")
@@ -609,6 +634,31 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       options.mcp_max_concurrent = parse_size(mcp_max_concurrent, "--mcp.max-concurrent-requests");
       if (options.mcp_max_concurrent < 1 || options.mcp_max_concurrent > 64) {
         throw ConfigError("--mcp.max-concurrent-requests", mcp_max_concurrent, "expected 1 to 64");
+      }
+    }
+    // A flag wins over its variable; errors name whichever was used.
+    auto flag_or_env = [&](CLI::Option* option, const std::string& flag_value, const char* flag,
+                           const char* variable) -> std::optional<std::pair<std::string, std::string>> {
+      if (option->count() > 0) return std::pair<std::string, std::string>{flag_value, flag};
+      if (auto value = getenv(variable)) return std::pair<std::string, std::string>{*value, variable};
+      return std::nullopt;
+    };
+    if (auto naming = flag_or_env(naming_option, metrics_naming, "--metrics.naming", "METRICS_NAMING")) {
+      options.metrics_naming = parse_metrics_naming(naming->first, naming->second);
+    }
+    if (auto interval = flag_or_env(view_interval_option, server_view_interval,
+                                    "--server-view.interval", "SERVER_VIEW_INTERVAL")) {
+      options.server_view_interval = parse_duration(interval->first, interval->second);
+      if (options.server_view_interval.count() > 0 && options.server_view_interval < 1s) {
+        throw ConfigError(interval->second, interval->first,
+                          "expected 0 (off) or at least 1s, e.g. 30s");
+      }
+    }
+    if (auto timeout = flag_or_env(view_timeout_option, server_view_timeout,
+                                   "--server-view.timeout", "SERVER_VIEW_TIMEOUT")) {
+      options.server_view_timeout = parse_duration(timeout->first, timeout->second);
+      if (options.server_view_timeout < 1ms || options.server_view_timeout > 60s) {
+        throw ConfigError(timeout->second, timeout->first, "expected from 1ms to 60s, e.g. 2s");
       }
     }
   } catch (const UsageError&) {

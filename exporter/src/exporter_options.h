@@ -11,6 +11,7 @@
 #include "listen_address.h"
 #include "poolscope/logging.h"
 #include "poolscope/pool_config.h"
+#include "poolscope/pool_metrics.h"
 
 namespace poolscope::exporter {
 
@@ -55,6 +56,14 @@ struct ExporterOptions {
   /// After SIGTERM, how long /health answers 503 "draining" before the
   /// listener closes (load balancers and probes need to see it).
   std::chrono::milliseconds shutdown_delay{1000};
+  /// Which names the pool's metrics carry (--metrics.naming, env METRICS_NAMING).
+  MetricsNaming metrics_naming = MetricsNaming::kGuide;
+  /// Pause between reads of the server view (--server-view.interval, env
+  /// SERVER_VIEW_INTERVAL); 0 disables the view.
+  std::chrono::milliseconds server_view_interval{30000};
+  /// statement_timeout of the server view's query (--server-view.timeout,
+  /// env SERVER_VIEW_TIMEOUT).
+  std::chrono::milliseconds server_view_timeout{2000};
   /// Synthetic load: threads that keep borrowing connections and running
   /// `SELECT pg_sleep(hold)` (demos and end-to-end tests). 0 = off.
   std::size_t workload_workers = 0;

@@ -36,6 +36,7 @@
 #include "poolscope/version.h"
 #include "rate_limiter.h"
 #include "redaction.h"
+#include "server_view.h"
 #include "web_config.h"
 #include "workload.h"
 
@@ -186,15 +187,24 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
-  PoolMetrics metrics(registry, MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION});
+  PoolMetrics metrics(registry, MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION,
+                                               options.metrics_naming});
   Pool pool(options.pool);
   metrics.add(pool);
+  std::unique_ptr<ServerView> server_view;
+  if (options.server_view_interval.count() > 0) {
+    server_view = std::make_unique<ServerView>(ServerView::Options{
+        options.pool.database_url, application_name_of(options.pool), options.pool.name,
+        options.pool.max_size, options.server_view_interval, options.server_view_timeout,
+        options.metrics_prefix});
+  }
   log_event(LogLevel::kInfo, "Exporter starting",
             {{"version", POOLSCOPE_VERSION},
              {"pool", options.pool.name},
              {"database", redact_database_url(options.pool.database_url)},
              {"basic_auth", authenticator != nullptr},
              {"unauthenticated_health", authenticator != nullptr && options.public_health},
+             {"application_name", application_name_of(options.pool)},
              {"telemetry_path", options.telemetry_path}});
 
   const std::vector<std::string> secrets = database_secrets(options.pool.database_url);
@@ -207,11 +217,16 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   };
   Endpoints::Sources sources;
   sources.statistics = statistics;
-  sources.metrics = [&registry, &metrics] {
+  sources.metrics = [&registry, &metrics, &server_view] {
     std::vector<prometheus::MetricFamily> families = registry->Collect();
     std::vector<prometheus::MetricFamily> snapshot = metrics.Collect();
     families.insert(families.end(), std::make_move_iterator(snapshot.begin()),
                     std::make_move_iterator(snapshot.end()));
+    if (server_view) {
+      std::vector<prometheus::MetricFamily> server = server_view->collect();
+      families.insert(families.end(), std::make_move_iterator(server.begin()),
+                      std::make_move_iterator(server.end()));
+    }
     return families;
   };
   Endpoints::Options endpoint_options;
@@ -297,6 +312,7 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   pool.shutdown();
   std::this_thread::sleep_until(draining_until);
   server->stop();
+  server_view.reset();  // after the last scrape that could read it
   metrics.remove(pool);
   log_event(LogLevel::kInfo, "Exporter stopped");
   return EXIT_SUCCESS;

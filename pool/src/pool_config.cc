@@ -210,6 +210,12 @@ void PoolConfig::validate() const {
   if (name.empty() || name.size() > 128) {
     throw ConfigError("POOL_NAME", name, "expected 1 to 128 characters");
   }
+  if (application_name.size() > 63 ||
+      !std::all_of(application_name.begin(), application_name.end(),
+                   [](unsigned char c) { return c >= 0x20 && c < 0x7f; })) {
+    throw ConfigError("POOL_APPLICATION_NAME", application_name,
+                      "expected at most 63 printable ASCII characters");
+  }
   if (max_size < 1 || max_size > kMaxPoolSize) {
     throw ConfigError("POOL_MAX_SIZE", std::to_string(max_size),
                       fmt::format("expected a whole number from 1 to {}", kMaxPoolSize));
@@ -266,6 +272,8 @@ PoolConfig PoolConfig::from_env(
   };
   with("DATABASE_URL", [&](const std::string& value, const std::string&) { config.database_url = value; });
   with("POOL_NAME", [&](const std::string& value, const std::string&) { config.name = value; });
+  with("POOL_APPLICATION_NAME",
+       [&](const std::string& value, const std::string&) { config.application_name = value; });
   with("POOL_MIN_SIZE", [&](const std::string& value, const std::string& variable) {
     config.min_size = parse_size(value, variable);
   });

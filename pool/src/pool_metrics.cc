@@ -1,11 +1,13 @@
 #include "poolscope/pool_metrics.h"
 
+#include <algorithm>
+#include <cctype>
+#include <stdexcept>
+
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include <algorithm>
-#include <stdexcept>
-
+#include "poolscope/error.h"
 #include "poolscope/pool.h"
 
 namespace poolscope {
@@ -26,27 +28,30 @@ double unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
-// Feeds one pool's histograms from its hot path.
+// The histograms of one pool under one naming.
+struct PoolHistograms {
+  prometheus::Histogram* acquisition = nullptr;
+  prometheus::Histogram* hold = nullptr;
+  prometheus::Histogram* create = nullptr;
+};
+
+// Feeds one pool's histograms (one set per published naming) from its hot path.
 class HistogramObserver final : public PoolObserver {
  public:
-  HistogramObserver(prometheus::Histogram& acquisition, prometheus::Histogram& hold,
-                    prometheus::Histogram& create)
-      : acquisition_(acquisition), hold_(hold), create_(create) {}
+  explicit HistogramObserver(std::vector<PoolHistograms> sets) : sets_(std::move(sets)) {}
 
   void on_acquired(std::chrono::nanoseconds waited) noexcept override {
-    acquisition_.Observe(seconds(waited));
+    for (auto& set : sets_) set.acquisition->Observe(seconds(waited));
   }
   void on_released(std::chrono::nanoseconds held) noexcept override {
-    hold_.Observe(seconds(held));
+    for (auto& set : sets_) set.hold->Observe(seconds(held));
   }
   void on_connection_created(std::chrono::nanoseconds took) noexcept override {
-    create_.Observe(seconds(took));
+    for (auto& set : sets_) set.create->Observe(seconds(took));
   }
 
  private:
-  prometheus::Histogram& acquisition_;
-  prometheus::Histogram& hold_;
-  prometheus::Histogram& create_;
+  const std::vector<PoolHistograms> sets_;
 };
 
 // Builds the snapshot families in a fixed order, one series per pool.
@@ -151,7 +156,50 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
   out.add("build_info", "poolscope build information", gauge, with("version", version), 1.0);
 }
 
+// OpenTelemetry's db.client.connection.* metrics in their Prometheus form:
+// dots become underscores, a unit in braces ({connection}) is dropped,
+// seconds become a _seconds suffix and monotonic sums a _total suffix.
+constexpr const char* kOtelPoolLabel = "db_client_connection_pool_name";
+constexpr const char* kOtelStateLabel = "db_client_connection_state";
+
+void collect_pool_otel(FamilyBuilder& out, const PoolStatistics& s) {
+  using L = std::vector<ClientMetric::Label>;
+  const L pool{{kOtelPoolLabel, s.pool_name}};
+  const auto gauge = MetricType::Gauge;
+  auto n = [](auto v) { return static_cast<double>(v); };
+  const char* count_help =
+      "The number of connections that are currently in state described by the state attribute";
+  out.add("db_client_connection_count", count_help, gauge,
+          {{kOtelPoolLabel, s.pool_name}, {kOtelStateLabel, "idle"}}, n(s.idle_connections));
+  out.add("db_client_connection_count", count_help, gauge,
+          {{kOtelPoolLabel, s.pool_name}, {kOtelStateLabel, "used"}}, n(s.active_connections));
+  out.add("db_client_connection_idle_max", "The maximum number of idle open connections allowed",
+          gauge, pool, n(s.max_size));
+  out.add("db_client_connection_idle_min", "The minimum number of idle open connections allowed",
+          gauge, pool, n(s.min_size));
+  out.add("db_client_connection_max", "The maximum number of open connections allowed", gauge,
+          pool, n(s.max_size));
+  out.add("db_client_connection_pending_requests",
+          "The number of current pending requests for an open connection", gauge, pool,
+          n(s.waiting_requests));
+  out.add("db_client_connection_timeouts_total",
+          "The number of connection timeouts that have occurred trying to obtain a connection "
+          "from the pool",
+          MetricType::Counter, pool, n(s.acquire_timeouts));
+}
+
 }  // namespace
+
+MetricsNaming parse_metrics_naming(const std::string& text, const std::string& variable) {
+  std::string value;
+  for (const char c : text) value += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (value == "guide") return MetricsNaming::kGuide;
+  if (value == "otel") return MetricsNaming::kOtel;
+  if (value == "both") return MetricsNaming::kBoth;
+  throw ConfigError(variable, text,
+                    "expected guide (codebase_mcp_pool_… names), otel (OpenTelemetry "
+                    "db_client_connection_… names) or both");
+}
 
 struct PoolMetrics::State {
   std::shared_ptr<prometheus::Registry> registry;
@@ -159,6 +207,11 @@ struct PoolMetrics::State {
   prometheus::Family<prometheus::Histogram>* acquisition = nullptr;
   prometheus::Family<prometheus::Histogram>* hold = nullptr;
   prometheus::Family<prometheus::Histogram>* create = nullptr;
+  prometheus::Family<prometheus::Histogram>* otel_wait = nullptr;
+  prometheus::Family<prometheus::Histogram>* otel_use = nullptr;
+  prometheus::Family<prometheus::Histogram>* otel_create = nullptr;
+  bool guide() const { return options.naming != MetricsNaming::kOtel; }
+  bool otel() const { return options.naming != MetricsNaming::kGuide; }
   mutable std::mutex mutex;
   struct Published {
     Pool* pool;
@@ -180,18 +233,35 @@ PoolMetrics::PoolMetrics(std::shared_ptr<prometheus::Registry> registry, Metrics
   state_->registry = std::move(registry);
   state_->options = std::move(options);
   const auto& prefix = state_->options.prefix;
-  state_->acquisition = &prometheus::BuildHistogram()
-                             .Name(prefix + "acquisition_duration_seconds")
-                             .Help("Time to acquire connection from pool")
-                             .Register(*state_->registry);
-  state_->hold = &prometheus::BuildHistogram()
-                      .Name(prefix + "connection_hold_duration_seconds")
-                      .Help("How long callers hold a connection")
-                      .Register(*state_->registry);
-  state_->create = &prometheus::BuildHistogram()
-                        .Name(prefix + "connection_create_duration_seconds")
-                        .Help("Time to open and validate a new connection")
+  if (state_->guide()) {
+    state_->acquisition = &prometheus::BuildHistogram()
+                               .Name(prefix + "acquisition_duration_seconds")
+                               .Help("Time to acquire connection from pool")
+                               .Register(*state_->registry);
+    state_->hold = &prometheus::BuildHistogram()
+                        .Name(prefix + "connection_hold_duration_seconds")
+                        .Help("How long callers hold a connection")
                         .Register(*state_->registry);
+    state_->create = &prometheus::BuildHistogram()
+                          .Name(prefix + "connection_create_duration_seconds")
+                          .Help("Time to open and validate a new connection")
+                          .Register(*state_->registry);
+  }
+  if (state_->otel()) {
+    state_->otel_wait = &prometheus::BuildHistogram()
+                             .Name("db_client_connection_wait_time_seconds")
+                             .Help("The time it took to obtain an open connection from the pool")
+                             .Register(*state_->registry);
+    state_->otel_use = &prometheus::BuildHistogram()
+                            .Name("db_client_connection_use_time_seconds")
+                            .Help("The time between borrowing a connection and returning it to "
+                                  "the pool")
+                            .Register(*state_->registry);
+    state_->otel_create = &prometheus::BuildHistogram()
+                               .Name("db_client_connection_create_time_seconds")
+                               .Help("The time it took to create a new connection")
+                               .Register(*state_->registry);
+  }
 }
 
 PoolMetrics::~PoolMetrics() {
@@ -211,11 +281,20 @@ void PoolMetrics::add(Pool& pool) {
                                   "' is already published; give pools distinct names");
     }
   }
-  const prometheus::Labels labels{{"pool", name}};
-  auto& acquisition = state_->acquisition->Add(labels, acquisition_buckets());
-  auto& hold = state_->hold->Add(labels, kHoldBuckets);
-  auto& create = state_->create->Add(labels, kCreateBuckets);
-  auto observer = std::make_shared<HistogramObserver>(acquisition, hold, create);
+  std::vector<PoolHistograms> sets;
+  if (state_->guide()) {
+    const prometheus::Labels labels{{"pool", name}};
+    sets.push_back({&state_->acquisition->Add(labels, acquisition_buckets()),
+                    &state_->hold->Add(labels, kHoldBuckets),
+                    &state_->create->Add(labels, kCreateBuckets)});
+  }
+  if (state_->otel()) {
+    const prometheus::Labels labels{{kOtelPoolLabel, name}};
+    sets.push_back({&state_->otel_wait->Add(labels, acquisition_buckets()),
+                    &state_->otel_use->Add(labels, kHoldBuckets),
+                    &state_->otel_create->Add(labels, kCreateBuckets)});
+  }
+  auto observer = std::make_shared<HistogramObserver>(std::move(sets));
   pool.add_observer(observer);
   state_->pools.push_back({&pool, std::move(observer)});
 }
@@ -235,9 +314,18 @@ std::vector<prometheus::MetricFamily> PoolMetrics::Collect() const {
     std::lock_guard lock(state_->mutex);
     for (const auto& published : state_->pools) pools.push_back(published.pool);
   }
-  FamilyBuilder builder(state_->options.prefix);
-  for (Pool* pool : pools) collect_pool(builder, pool->get_statistics(), state_->options.version);
-  return builder.take();
+  FamilyBuilder guide(state_->options.prefix);
+  FamilyBuilder otel("");
+  for (Pool* pool : pools) {
+    const PoolStatistics statistics = pool->get_statistics();
+    if (state_->guide()) collect_pool(guide, statistics, state_->options.version);
+    if (state_->otel()) collect_pool_otel(otel, statistics);
+  }
+  std::vector<prometheus::MetricFamily> families = guide.take();
+  std::vector<prometheus::MetricFamily> otel_families = otel.take();
+  families.insert(families.end(), std::make_move_iterator(otel_families.begin()),
+                  std::make_move_iterator(otel_families.end()));
+  return families;
 }
 
 }  // namespace poolscope

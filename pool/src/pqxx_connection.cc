@@ -203,13 +203,12 @@ class PqxxFactory final : public ConnectionFactory {
         2, static_cast<std::int64_t>(std::ceil(config.init_timeout.count() / 1000.0)));
     io_timeout_ = std::chrono::milliseconds(connect_timeout * 1000);
     bool has_timeout = false;
-    bool has_application_name = false;
     std::string startup_options;
     for (const auto& [keyword, value] : parsed.options) {
       if (keyword == "connect_timeout") {
         has_timeout = true;
       } else if (keyword == "application_name") {
-        has_application_name = true;
+        continue;  // added below, from application_name_of()
       } else if (keyword == "options") {
         startup_options = value;
         continue;
@@ -221,7 +220,7 @@ class PqxxFactory final : public ConnectionFactory {
       }
     }
     if (!has_timeout) conninfo_ += fmt::format("connect_timeout={} ", connect_timeout);
-    if (!has_application_name) conninfo_ += "application_name=poolscope ";
+    conninfo_ += fmt::format("application_name={} ", quote_value(application_name_of(config)));
     // statement_timeout travels in the startup packet: no extra round trip,
     // and RESET ALL / DISCARD ALL return to it.
     if (config.command_timeout.count() > 0) {
@@ -265,6 +264,25 @@ class PqxxFactory final : public ConnectionFactory {
 
 std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config) {
   return std::make_unique<PqxxFactory>(config);
+}
+
+std::string application_name_of(const PoolConfig& config) {
+  if (!config.application_name.empty()) return config.application_name;
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(config.database_url.c_str(), &error);
+  if (options == nullptr) {
+    if (error != nullptr) PQfreemem(error);
+    return PoolConfig::kDefaultApplicationName;
+  }
+  std::string name = PoolConfig::kDefaultApplicationName;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    if (std::string_view(option->keyword) == "application_name" && option->val != nullptr &&
+        *option->val != '\0') {
+      name = option->val;
+    }
+  }
+  PQconninfoFree(options);
+  return name;
 }
 
 std::string redact_database_url(const std::string& url) {

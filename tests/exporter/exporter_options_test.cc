@@ -158,13 +158,54 @@ TEST(ExporterOptions, EveryMirroredFlagRejectsGarbage) {
                            "--workload.hold",
                            "--web.listen-address",
                            "--web.telemetry-path",
-                           "--metrics.prefix"}) {
+                           "--metrics.prefix",
+                           "--metrics.naming",
+                           "--server-view.interval",
+                           "--server-view.timeout"}) {
     const std::string argument = std::string(flag) + "=%garbage%";
     const std::string error = Fixture{}.error({argument.c_str()});
     EXPECT_THAT(error, HasSubstr(flag)) << flag;
     EXPECT_THAT(error, HasSubstr("%garbage%")) << flag;
     EXPECT_EQ(error.find('\n'), std::string::npos) << flag;
   }
+}
+
+TEST(ExporterOptions, NamingAndServerViewDefaultsFlagsAndVariables) {
+  const ExporterOptions defaults = Fixture{}.parse({});
+  EXPECT_EQ(defaults.metrics_naming, MetricsNaming::kGuide);
+  EXPECT_EQ(defaults.server_view_interval, 30s);
+  EXPECT_EQ(defaults.server_view_timeout, 2s);
+  EXPECT_EQ(defaults.pool.application_name, "");
+
+  Fixture fixture;
+  fixture.environment["METRICS_NAMING"] = "otel";
+  fixture.environment["SERVER_VIEW_INTERVAL"] = "0";
+  fixture.environment["SERVER_VIEW_TIMEOUT"] = "500ms";
+  fixture.environment["POOL_APPLICATION_NAME"] = "orders-api";
+  const ExporterOptions from_env = fixture.parse({});
+  EXPECT_EQ(from_env.metrics_naming, MetricsNaming::kOtel);
+  EXPECT_EQ(from_env.server_view_interval, 0ms);
+  EXPECT_EQ(from_env.server_view_timeout, 500ms);
+  EXPECT_EQ(from_env.pool.application_name, "orders-api");
+
+  const ExporterOptions flags = fixture.parse({"--metrics.naming=both", "--server-view.interval=1m",
+                                               "--pool.application-name=billing"});
+  EXPECT_EQ(flags.metrics_naming, MetricsNaming::kBoth);
+  EXPECT_EQ(flags.server_view_interval, 60s);
+  EXPECT_EQ(flags.pool.application_name, "billing");
+}
+
+TEST(ExporterOptions, ServerViewBoundsNameTheFlagOrVariable) {
+  EXPECT_THAT(Fixture{}.error({"--server-view.interval=100ms"}),
+              AllOf(HasSubstr("--server-view.interval"), HasSubstr("at least 1s")));
+  EXPECT_THAT(Fixture{}.error({"--server-view.timeout=0"}),
+              AllOf(HasSubstr("--server-view.timeout"), HasSubstr("from 1ms to 60s")));
+  Fixture fixture;
+  fixture.environment["METRICS_NAMING"] = "opentelemetry";
+  EXPECT_THAT(fixture.error({}), AllOf(HasSubstr("METRICS_NAMING"), HasSubstr("opentelemetry")));
+  fixture.environment.erase("METRICS_NAMING");
+  fixture.environment["POOL_APPLICATION_NAME"] = std::string(64, 'a');
+  EXPECT_THAT(fixture.error({}), AllOf(HasSubstr("POOL_APPLICATION_NAME"), HasSubstr("63")));
 }
 
 TEST(ExporterOptions, UnknownFlagIsAUsageError) {

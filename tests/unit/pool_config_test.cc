@@ -152,6 +152,19 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
             "duration such as 30, 30s, 500ms, 2m or 1h30m (units ns, us, ms, s, m, h; a bare "
             "number means seconds)");
   EXPECT_EQ(error_of({{"POOL_NAME", ""}}), "invalid POOL_NAME='': expected 1 to 128 characters");
+  EXPECT_EQ(error_of({{"POOL_APPLICATION_NAME", std::string(64, 'x')}}),
+            "invalid POOL_APPLICATION_NAME='" + std::string(64, 'x') +
+                "': expected at most 63 printable ASCII characters");
+  EXPECT_EQ(error_of({{"POOL_APPLICATION_NAME", "tab\there"}}),
+            "invalid POOL_APPLICATION_NAME='tab\there': expected at most 63 printable ASCII "
+            "characters");
+}
+
+TEST(PoolConfig, ApplicationNameIsEmptyByDefaultAndReadFromTheEnvironment) {
+  EXPECT_EQ(PoolConfig{}.application_name, "");
+  EXPECT_EQ(from({{"POOL_APPLICATION_NAME", "orders-api"}}).application_name, "orders-api");
+  EXPECT_EQ(from({{"POOL_APPLICATION_NAME", std::string(63, 'x')}}).application_name,
+            std::string(63, 'x'));
 }
 
 TEST(PoolConfig, GarbageDatabaseUrlIsRejectedWithoutEchoingThePassword) {

@@ -1,10 +1,14 @@
 #include "poolscope/pool_metrics.h"
 
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
 #include "fakes.h"
+#include "poolscope/error.h"
 #include "poolscope/pool.h"
 
 namespace poolscope {
@@ -152,6 +156,97 @@ TEST_F(PoolMetricsTest, PrefixIsConfigurable) {
   const std::string text = scrape(registry_, metrics);
   EXPECT_NE(text.find("svc_db_connections_idle{pool=\"a\"}"), std::string::npos);
   EXPECT_EQ(text.find("codebase_mcp_pool_"), std::string::npos);
+}
+
+TEST_F(PoolMetricsTest, OtelNamingPublishesTheSemanticConventionNamesOnly) {
+  auto a = pool("orders");
+  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kOtel});
+  metrics.add(*a);
+  auto held = a->acquire();
+  { auto handle = a->acquire(); }
+  const std::string text = scrape(registry_, metrics);
+  for (const std::string expected :
+       {"# TYPE db_client_connection_count gauge",
+        "db_client_connection_count{db_client_connection_pool_name=\"orders\","
+        "db_client_connection_state=\"used\"} 1",
+        "db_client_connection_count{db_client_connection_pool_name=\"orders\","
+        "db_client_connection_state=\"idle\"} 1",
+        "# TYPE db_client_connection_max gauge",
+        "db_client_connection_max{db_client_connection_pool_name=\"orders\"} 10",
+        "db_client_connection_idle_max{db_client_connection_pool_name=\"orders\"} 10",
+        "db_client_connection_idle_min{db_client_connection_pool_name=\"orders\"} 2",
+        "db_client_connection_pending_requests{db_client_connection_pool_name=\"orders\"} 0",
+        "# TYPE db_client_connection_timeouts_total counter",
+        "db_client_connection_timeouts_total{db_client_connection_pool_name=\"orders\"} 0",
+        "# TYPE db_client_connection_wait_time_seconds histogram",
+        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} 2",
+        "# TYPE db_client_connection_use_time_seconds histogram",
+        "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"orders\"} 1",
+        "# TYPE db_client_connection_create_time_seconds histogram",
+        // min_size connections were opened before the metrics were attached.
+        "db_client_connection_create_time_seconds_count{db_client_connection_pool_name=\"orders\"} 0"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
+  }
+  EXPECT_EQ(text.find("codebase_mcp_pool_"), std::string::npos) << text;
+  EXPECT_EQ(text.find("pool=\""), std::string::npos) << text;
+}
+
+TEST_F(PoolMetricsTest, OtelTimeoutsCountAcquireTimeouts) {
+  PoolConfig c;
+  c.name = "tiny";
+  c.min_size = 1;
+  c.max_size = 1;
+  auto p = std::make_unique<Pool>(c, std::make_shared<FakeFactory>(server_), clock_);
+  ASSERT_TRUE(p->wait_until_ready());
+  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "x", MetricsNaming::kOtel});
+  metrics.add(*p);
+  auto held = p->acquire();
+  // The pool waits on the fake clock: advance it while the waiter queues.
+  std::atomic<bool> timed_out{false};
+  std::thread waiter([&] {
+    try {
+      p->acquire(2s);
+    } catch (const AcquireTimeout&) {
+      timed_out = true;
+    }
+  });
+  ASSERT_TRUE(testing::eventually([&] { return p->get_statistics().waiting_requests == 1; }));
+  clock_->advance(2500ms);
+  waiter.join();
+  ASSERT_TRUE(timed_out);
+  const std::string text = scrape(registry_, metrics);
+  EXPECT_NE(text.find("db_client_connection_timeouts_total{db_client_connection_pool_name=\"tiny\"} 1"),
+            std::string::npos)
+      << text;
+}
+
+TEST_F(PoolMetricsTest, BothNamingPublishesBothSetsFromOneSnapshot) {
+  auto a = pool("orders");
+  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kBoth});
+  metrics.add(*a);
+  { auto handle = a->acquire(); }
+  const std::string text = scrape(registry_, metrics);
+  for (const std::string expected :
+       {"codebase_mcp_pool_connections_idle{pool=\"orders\"} 2",
+        "codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"orders\"} 1",
+        "db_client_connection_count{db_client_connection_pool_name=\"orders\","
+        "db_client_connection_state=\"idle\"} 2",
+        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} 1"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
+  }
+}
+
+TEST(MetricsNaming, ParsesGuideOtelAndBothAndNamesTheVariableOtherwise) {
+  EXPECT_EQ(parse_metrics_naming("guide", "METRICS_NAMING"), MetricsNaming::kGuide);
+  EXPECT_EQ(parse_metrics_naming("OTel", "METRICS_NAMING"), MetricsNaming::kOtel);
+  EXPECT_EQ(parse_metrics_naming("both", "METRICS_NAMING"), MetricsNaming::kBoth);
+  try {
+    parse_metrics_naming("prometheus", "METRICS_NAMING");
+    FAIL() << "no ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("METRICS_NAMING"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("prometheus"), std::string::npos) << error.what();
+  }
 }
 
 TEST_F(PoolMetricsTest, AcquisitionBucketsIncludeSubMillisecondAndTheGuides) {

@@ -63,6 +63,11 @@ class ConnectionFactory {
 /// pool forever. Throws ConfigError when the URL cannot be parsed.
 std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config);
 
+/// The application_name every connection of a pool with `config` carries:
+/// config.application_name when set, else the URL's application_name, else
+/// PoolConfig::kDefaultApplicationName.
+std::string application_name_of(const PoolConfig& config);
+
 /// `url` (libpq URI or key=value string) with its password replaced by "***".
 /// Returns "<unparseable connection string>" when libpq cannot parse it.
 std::string redact_database_url(const std::string& url);

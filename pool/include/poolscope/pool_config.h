@@ -21,6 +21,7 @@ enum class LogLevel { kDebug, kInfo, kWarning, kError, kCritical };
 struct PoolConfig {
   static constexpr std::size_t kDefaultMinSize = 2;
   static constexpr std::size_t kDefaultMaxSize = 10;
+  static constexpr const char* kDefaultApplicationName = "poolscope";
 
   /// libpq URI or key=value string. Its password never appears in logs,
   /// metrics, /health or error messages. Env: DATABASE_URL.
@@ -28,6 +29,13 @@ struct PoolConfig {
   /// Value of the `pool` label and of "pool" in log context; several pools in
   /// one process need distinct names. Env: POOL_NAME.
   std::string name = "default";
+  /// application_name of every connection, which is how the server
+  /// (pg_stat_activity) and the exporter's server view tell this pool's
+  /// sessions apart. Empty: the application_name of database_url, or
+  /// kDefaultApplicationName when the URL sets none. Non-empty wins over the
+  /// URL. Printable ASCII, at most 63 bytes (PostgreSQL truncates longer
+  /// names). Env: POOL_APPLICATION_NAME.
+  std::string application_name;
   /// Connections kept open even when idle. Env: POOL_MIN_SIZE.
   std::size_t min_size = kDefaultMinSize;
   /// Upper bound on open connections; at least 1 and at least min_size. Env: POOL_MAX_SIZE.

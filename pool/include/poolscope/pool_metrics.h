@@ -17,12 +17,30 @@ namespace poolscope {
 
 class Pool;
 
+/// Which names PoolMetrics publishes.
+enum class MetricsNaming {
+  /// The guide's names: `<prefix>connections_active{pool}` and the rest.
+  kGuide,
+  /// OpenTelemetry's database client semantic conventions in their
+  /// Prometheus form: `db_client_connection_count{db_client_connection_state,
+  /// db_client_connection_pool_name}`, `db_client_connection_wait_time_seconds`, …
+  kOtel,
+  /// Both sets side by side (for migrating dashboards and alerts).
+  kBoth,
+};
+
+/// Parses "guide", "otel" or "both" (case-insensitive); throws ConfigError
+/// naming `variable`.
+MetricsNaming parse_metrics_naming(const std::string& text, const std::string& variable);
+
 /// Options for PoolMetrics.
 struct MetricsOptions {
-  /// Prepended to every metric name.
+  /// Prepended to every guide metric name (OpenTelemetry names have none).
   std::string prefix = "codebase_mcp_pool_";
   /// Version reported by the build_info metric.
   std::string version;
+  /// Which names to publish.
+  MetricsNaming naming = MetricsNaming::kGuide;
 };
 
 /// Publishes the metrics of one or more pools in Prometheus form.
@@ -32,7 +50,9 @@ struct MetricsOptions {
 /// else is read from one statistics snapshot per pool when Collect() runs, so a
 /// scrape is always consistent and a pool pays nothing for gauges between
 /// scrapes. Register both the registry and this object with your exposer.
-/// Every series carries a `pool` label (PoolConfig::name).
+/// Every guide series carries a `pool` label (PoolConfig::name), every
+/// OpenTelemetry series a `db_client_connection_pool_name` label with the
+/// same value.
 /// Thread-safe: no concurrent call causes a data race.
 class PoolMetrics : public prometheus::Collectable {
  public:
