@@ -258,6 +258,9 @@ double run_poolscope(const Options& options, std::vector<WorkerResult>& results)
   config.name = "bench";
   config.min_size = options.max_size;  // all open before the clock starts
   config.max_size = options.max_size;
+  // Opening all of them one after the other can pass the default 2 s on a
+  // loaded machine; the clock starts only once they are open.
+  config.init_timeout = std::chrono::seconds(30);
   config.enable_leak_detection = options.leak_detection;
   config.queue_policy = options.queue_policy;
   config.barging_wait_bound = options.barging_wait_bound;
