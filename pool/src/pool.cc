@@ -123,8 +123,13 @@ Slot* PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location 
     if (now_is_fresh) return;
     now = clock_->now();
     now_is_fresh = true;
-    // Earlier passes spent the time validating connections that failed.
-    if (now >= deadline) throw_timeout_locked(lock, started, now);
+    // Earlier passes spent the time validating connections that failed, or
+    // a nudged waiter ran only after its deadline.
+    if (now >= deadline) {
+      // A nudge it can no longer act on goes to the next in line.
+      if (Waiter* next = nudge_waiter_locked()) next->cv.notify_one();
+      throw_timeout_locked(lock, started, now);
+    }
   };
   const bool barging = config_.queue_policy == QueuePolicy::kBarging;
   // Set when this caller left the queue to take an idle connection: it keeps

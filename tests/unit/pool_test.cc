@@ -836,6 +836,43 @@ TEST_F(GatedPoolTest, BargingStopsNewCallersPassingAWaiterThatHasWaitedTheBound)
   EXPECT_EQ(pool->get_statistics().acquire_timeouts, 0u);
 }
 
+TEST_F(GatedPoolTest, BargingNudgeOfAWaiterThatTimedOutGoesToTheNextWaiter) {
+  Pool* pool = &make_pool(QueuePolicy::kBarging);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  clock_->close_gate();
+  std::atomic<bool> first_timed_out{false};
+  waiter_ = std::thread([&] {
+    try {
+      pool->acquire(2s);
+    } catch (const AcquireTimeout&) {
+      first_timed_out = true;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  std::atomic<bool> second_served{false};
+  late_ = std::thread([&] {
+    try {
+      auto handle = pool->acquire(30s);
+      second_served = true;
+    } catch (const AcquireTimeout&) {
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 2; }));
+  held.release();  // idle; the first waiter is nudged but cannot run yet
+  clock_->advance(3s);  // past the first waiter's deadline, well inside the second's
+  clock_->open_gate();
+  // No further time passes: the second waiter is served only if the nudge
+  // reached it.
+  const bool served = eventually([&] { return second_served.load(); });
+  if (!served) clock_->advance(60s);  // let it time out instead of hanging
+  EXPECT_TRUE(served);
+  waiter_.join();
+  late_.join();
+  EXPECT_TRUE(first_timed_out.load());
+  EXPECT_EQ(pool->get_statistics().acquire_timeouts, 1u);
+}
+
 TEST_F(GatedPoolTest, FifoHandsEveryReturnedConnectionToTheFirstWaiter) {
   Pool* pool = &make_pool(QueuePolicy::kFifo);
   ASSERT_TRUE(pool->wait_until_ready());
