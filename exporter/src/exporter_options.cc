@@ -29,7 +29,17 @@ namespace {
 
 using namespace std::chrono_literals;
 
-enum class Kind { kText, kSize, kDuration, kDurationList, kWindow, kBool, kFraction, kLogLevel };
+enum class Kind {
+  kText,
+  kSize,
+  kDuration,
+  kDurationList,
+  kWindow,
+  kBool,
+  kFraction,
+  kLogLevel,
+  kQueuePolicy
+};
 
 // A flag that mirrors one of PoolConfig::from_env()'s variables.
 struct MirroredFlag {
@@ -69,6 +79,13 @@ const MirroredFlag kMirroredFlags[] = {
     {"--pool.probe-idle-threshold", "POOL_PROBE_IDLE_THRESHOLD", Kind::kDuration,
      "poll the socket of connections idle longer than this before hand-out, 0 = always "
      "(default: 1ms)"},
+    {"--pool.queue-policy", "POOL_QUEUE_POLICY", Kind::kQueuePolicy,
+     "barging: a free connection goes to whoever asks first while the longest waiter has "
+     "waited less than --pool.barging-wait-bound; fifo: always to the longest waiter "
+     "(default: barging)"},
+    {"--pool.barging-wait-bound", "POOL_BARGING_WAIT_BOUND", Kind::kDuration,
+     "under barging, how long the longest waiter may wait before free connections go to "
+     "waiters in arrival order (default: 1ms)"},
     {"--pool.health-check-interval", "POOL_HEALTH_CHECK_INTERVAL", Kind::kDuration,
      "background validation period (default: 5s)"},
     {"--pool.degraded-wait-threshold", "POOL_DEGRADED_WAIT_THRESHOLD", Kind::kDuration,
@@ -103,6 +120,8 @@ const char* type_name(Kind kind) {
       return "FRACTION";
     case Kind::kLogLevel:
       return "LEVEL";
+    case Kind::kQueuePolicy:
+      return "POLICY";
   }
   return "TEXT";
 }
@@ -130,6 +149,9 @@ void check_flag_value(Kind kind, const std::string& value, const std::string& fl
       return;
     case Kind::kLogLevel:
       parse_log_level(value, flag);
+      return;
+    case Kind::kQueuePolicy:
+      parse_queue_policy(value, flag);
       return;
     case Kind::kFraction:
       parse_fraction(value, flag);

@@ -118,16 +118,36 @@ Slot* PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location 
   Clock::time_point now = started;
   bool now_is_fresh = lock.owns_lock();
   if (!now_is_fresh) lock.lock();
+  // Reads the clock unless `now` was read with the lock already held.
+  auto refresh_now = [&] {
+    if (now_is_fresh) return;
+    now = clock_->now();
+    now_is_fresh = true;
+    // Earlier passes spent the time validating connections that failed, or
+    // a nudged waiter ran only after its deadline.
+    if (now >= deadline) {
+      // A nudge it can no longer act on goes to the next in line.
+      if (Waiter* next = nudge_waiter_locked()) next->cv.notify_one();
+      throw_timeout_locked(lock, started, now);
+    }
+  };
+  const bool barging = config_.queue_policy == QueuePolicy::kBarging;
+  // Set when this caller left the queue to take an idle connection: it keeps
+  // its right to one, and goes back to the head of the queue if it finds none.
+  bool was_waiting = false;
   for (;;) {
     if (closing_) throw PoolClosed();
 
-    // Fast path: a connection is idle and nobody queued before us.
-    if (waiters_.empty() && !idle_.empty()) {
-      if (!now_is_fresh) {
-        now = clock_->now();
-        // Earlier passes spent the time validating connections that failed.
-        if (now >= deadline) throw_timeout_locked(lock, started, now);
-      }
+    // Fast path: a connection is idle and nobody queued before us, or the
+    // barging policy lets us pass the queue (its head has not waited long,
+    // or we were its head and were told to come and take one).
+    bool take_idle = !idle_.empty() && (waiters_.empty() || was_waiting);
+    if (!take_idle && barging && !idle_.empty()) {
+      refresh_now();
+      take_idle = now - waiters_.front()->started < config_.barging_wait_bound;
+    }
+    if (take_idle) {
+      refresh_now();
       now_is_fresh = false;
       Slot* slot = idle_.back();
       idle_.pop_back();
@@ -179,26 +199,52 @@ Slot* PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location 
         continue;
       }
       lend_locked(slot, started, now, site, caller);
+      // A former waiter passes the word on when more connections are idle.
+      Waiter* pass_on = was_waiting ? nudge_waiter_locked() : nullptr;
       lock.unlock();
+      // The core outlives this notify: the connection just lent keeps it.
+      if (pass_on != nullptr) pass_on->cv.notify_one();
       notify_acquired(now - started);
       return slot;
     }
 
     // Slow path: queue up. Whoever frees or opens a connection hands it to
-    // the first waiter, so service is strictly first come, first served.
+    // the first waiter, or (barging, while the first waiter is young) leaves
+    // it idle and nudges the first waiter to come and take it; either way
+    // waiters are served in arrival order.
     Waiter& waiter = checkout_waiter_locked();
     waiter.started = started;
     waiter.site = site;
     waiter.caller = caller;
-    waiters_.push_back(&waiter);
+    if (was_waiting) {
+      waiters_.push_front(&waiter);  // it had been first in line
+    } else {
+      waiters_.push_back(&waiter);
+    }
+    was_waiting = false;
+    now_is_fresh = false;
     if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+    if (Waiter* head = nudge_waiter_locked()) head->cv.notify_one();  // connections idle
     while (waiter.granted == nullptr && !waiter.closed) {
+      if (waiter.nudged) {
+        // A connection went idle: leave the queue and take it, unless
+        // someone barged in first; then wait on at the same place.
+        waiter.nudged = false;
+        nudged_ = nullptr;
+        if (!idle_.empty()) break;
+      }
       if (clock_->wait_until(waiter.cv, lock, deadline) == std::cv_status::timeout &&
           waiter.granted == nullptr && !waiter.closed) {
-        waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &waiter));
-        spare_waiters_.push_back(&waiter);
+        leave_queue_locked(waiter);
+        // A nudge it can no longer act on goes to the next in line.
+        if (Waiter* next = nudge_waiter_locked()) next->cv.notify_one();
         throw_timeout_locked(lock, started, clock_->now());
       }
+    }
+    if (waiter.granted == nullptr && !waiter.closed) {
+      leave_queue_locked(waiter);
+      was_waiting = true;
+      continue;
     }
     const bool closed = waiter.closed;
     Slot* slot = waiter.granted;
@@ -268,18 +314,43 @@ Waiter& PoolCore::checkout_waiter_locked() {
   spare_waiters_.pop_back();
   waiter->granted = nullptr;
   waiter->closed = false;
+  waiter->nudged = false;
   return *waiter;
 }
 
 Waiter* PoolCore::hand_to_waiter_locked(Slot* slot, Clock::time_point now) {
-  if (waiters_.empty()) return nullptr;
+  // With connections idle, the first waiter has been nudged to take one of
+  // them; handing it this one as well would pass the others by.
+  if (waiters_.empty() || !idle_.empty()) return nullptr;
   Waiter* waiter = waiters_.front();
   waiters_.pop_front();
+  if (waiter == nudged_) nudged_ = nullptr;
   // The hand-over is accounted here, under the same lock as the release, so
   // no snapshot ever sees the connection as neither idle nor active.
   lend_locked(slot, waiter->started, now, waiter->site, waiter->caller);
   waiter->granted = slot;
   return waiter;
+}
+
+bool PoolCore::hand_off_due_locked(Clock::time_point now) const {
+  if (waiters_.empty()) return false;
+  if (config_.queue_policy == QueuePolicy::kFifo) return true;
+  // Barging until the first waiter has waited the bound; from then on it is
+  // served next, like Go's sync.Mutex in starvation mode.
+  return now - waiters_.front()->started >= config_.barging_wait_bound;
+}
+
+Waiter* PoolCore::nudge_waiter_locked() {
+  if (idle_.empty() || waiters_.empty() || nudged_ != nullptr) return nullptr;
+  nudged_ = waiters_.front();
+  nudged_->nudged = true;
+  return nudged_;
+}
+
+void PoolCore::leave_queue_locked(Waiter& waiter) {
+  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &waiter));
+  if (nudged_ == &waiter) nudged_ = nullptr;
+  spare_waiters_.push_back(&waiter);
 }
 
 // ---------------------------------------------------------------- release
@@ -324,8 +395,13 @@ void PoolCore::release(Slot* slot) noexcept {
       } else if (now >= slot->expires_at) {
         doomed = remove_slot_locked(slot, CloseReason::kLifetime);
       } else {
-        wake = hand_to_waiter_locked(slot, now);
-        if (wake == nullptr) idle_.push_back(slot);
+        if (hand_off_due_locked(now)) wake = hand_to_waiter_locked(slot, now);
+        if (wake == nullptr) {
+          // Barging: the connection stays free for whoever runs first, which
+          // saves a thread wake-up per query; the first waiter hears of it.
+          idle_.push_back(slot);
+          wake = nudge_waiter_locked();
+        }
       }
     }
     if (doomed && connection_deficit_locked() > 0) connector_cv_.notify_one();
@@ -823,6 +899,7 @@ void PoolCore::shutdown() {
         waiter->cv.notify_one();
       }
       waiters_.clear();
+      nudged_ = nullptr;
       for (Slot* slot : idle_) doomed.push_back(remove_slot_locked(slot, CloseReason::kShutdown));
       idle_.clear();
       active = active_;

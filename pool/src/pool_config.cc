@@ -206,6 +206,21 @@ std::string_view to_string(LogLevel level) noexcept {
   return "INFO";
 }
 
+QueuePolicy parse_queue_policy(std::string_view text, const std::string& variable) {
+  const std::string value = lower(trim(text));
+  if (value == "barging") return QueuePolicy::kBarging;
+  if (value == "fifo") return QueuePolicy::kFifo;
+  throw ConfigError(variable, std::string(text), "expected barging or fifo");
+}
+
+std::string_view to_string(QueuePolicy policy) noexcept {
+  switch (policy) {
+    case QueuePolicy::kBarging: return "barging";
+    case QueuePolicy::kFifo: return "fifo";
+  }
+  return "barging";
+}
+
 void PoolConfig::validate() const {
   if (name.empty() || name.size() > 128) {
     throw ConfigError("POOL_NAME", name, "expected 1 to 128 characters");
@@ -235,6 +250,7 @@ void PoolConfig::validate() const {
   check_range(validation_idle_threshold, "POOL_VALIDATION_IDLE_THRESHOLD", 0ms,
               "must not be negative");
   check_range(probe_idle_threshold, "POOL_PROBE_IDLE_THRESHOLD", 0ms, "must not be negative");
+  check_range(barging_wait_bound, "POOL_BARGING_WAIT_BOUND", 0ms, "must not be negative");
   check_range(health_check_interval, "POOL_HEALTH_CHECK_INTERVAL", 10ms, "must be at least 10ms");
   if (!(healthy_headroom > 0.0 && healthy_headroom <= 1.0)) {
     throw ConfigError("POOL_HEALTHY_HEADROOM", fmt::format("{}", healthy_headroom),
@@ -292,6 +308,10 @@ PoolConfig PoolConfig::from_env(
   with("POOL_SHUTDOWN_TIMEOUT", duration(config.shutdown_timeout));
   with("POOL_VALIDATION_IDLE_THRESHOLD", duration(config.validation_idle_threshold));
   with("POOL_PROBE_IDLE_THRESHOLD", duration(config.probe_idle_threshold));
+  with("POOL_QUEUE_POLICY", [&](const std::string& value, const std::string& variable) {
+    config.queue_policy = parse_queue_policy(value, variable);
+  });
+  with("POOL_BARGING_WAIT_BOUND", duration(config.barging_wait_bound));
   with("POOL_HEALTH_CHECK_INTERVAL", duration(config.health_check_interval));
   with("POOL_DEGRADED_WAIT_THRESHOLD", duration(config.degraded_wait_threshold));
   with("POOL_HEALTH_WINDOW", [&](const std::string& value, const std::string& variable) {

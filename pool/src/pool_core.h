@@ -56,6 +56,9 @@ struct Waiter {
   std::condition_variable cv;
   Slot* granted = nullptr;
   bool closed = false;
+  /// Barging policy: a connection went idle while this waiter was first in
+  /// line; it may leave the queue and take an idle connection.
+  bool nudged = false;
   Clock::time_point started{};
   std::source_location site{};
   void* caller = nullptr;
@@ -106,8 +109,18 @@ class PoolCore {
   void lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
                    const std::source_location& site, void* caller);
   /// Lends `slot` to the first waiter and returns it, to be notified once
-  /// the lock is released; nullptr when nobody waits.
+  /// the lock is released; nullptr when nobody waits or connections are idle
+  /// (the first waiter has then been nudged to take one).
   Waiter* hand_to_waiter_locked(Slot* slot, Clock::time_point now);
+  /// Whether a connection returned at `now` goes straight to the first
+  /// waiter rather than to the idle list.
+  bool hand_off_due_locked(Clock::time_point now) const;
+  /// Barging policy: an idle connection and a waiter with no nudge on its
+  /// way yet. Marks the first waiter and returns it, to be notified once the
+  /// lock is released; otherwise nullptr.
+  Waiter* nudge_waiter_locked();
+  /// Takes `waiter` out of the queue and back to the spare list.
+  void leave_queue_locked(Waiter& waiter);
   Waiter& checkout_waiter_locked();
   std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason);
   std::size_t connection_deficit_locked() const;
@@ -160,6 +173,9 @@ class PoolCore {
   std::vector<std::unique_ptr<Slot>> slots_ POOLSCOPE_GUARDED_BY(mutex_);
   std::vector<Slot*> idle_ POOLSCOPE_GUARDED_BY(mutex_);      // LIFO: hot connections stay hot
   std::deque<Waiter*> waiters_ POOLSCOPE_GUARDED_BY(mutex_);  // FIFO
+  // Barging: the waiter told that a connection went idle, until it acts on
+  // it. One at a time, so a burst of releases wakes one thread, not many.
+  Waiter* nudged_ POOLSCOPE_GUARDED_BY(mutex_) = nullptr;
   std::vector<std::unique_ptr<Waiter>> waiter_store_ POOLSCOPE_GUARDED_BY(mutex_);
   std::vector<Waiter*> spare_waiters_ POOLSCOPE_GUARDED_BY(mutex_);
   std::size_t active_ POOLSCOPE_GUARDED_BY(mutex_) = 0;

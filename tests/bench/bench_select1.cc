@@ -8,6 +8,7 @@
 //   DATABASE_URL=... bench_select1 --pool=poolscope|naive|direct|direct-libpq --workers=N
 //       [--max-size=10] [--seconds=5] [--warmup=1] [--query=simple|prepared]
 //       [--metrics=on|off] [--leak-detection=on|off]
+//       [--queue-policy=barging|fifo] [--barging-wait-bound=1ms]   (poolscope only)
 //
 // Prints one JSON object: queries/s, acquire latency percentiles (the time
 // from asking for a connection to holding it), errors, and the spread of
@@ -34,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "poolscope/error.h"
 #include "poolscope/logging.h"
 #include "poolscope/pool.h"
 #include "poolscope/pool_metrics.h"
@@ -54,6 +56,8 @@ struct Options {
   std::string query = "simple";
   bool metrics = false;
   bool leak_detection = true;
+  poolscope::QueuePolicy queue_policy = poolscope::PoolConfig{}.queue_policy;
+  std::chrono::milliseconds barging_wait_bound = poolscope::PoolConfig{}.barging_wait_bound;
   std::string database_url;
 };
 
@@ -62,7 +66,8 @@ struct Options {
             << "usage: DATABASE_URL=... bench_select1 --pool=poolscope|naive|direct|direct-libpq "
                "--workers=N "
                "[--max-size=10] [--seconds=5] [--warmup=1] [--query=simple|prepared] "
-               "[--metrics=on|off] [--leak-detection=on|off]\n";
+               "[--metrics=on|off] [--leak-detection=on|off] "
+               "[--queue-policy=barging|fifo] [--barging-wait-bound=DURATION]\n";
   std::exit(2);
 }
 
@@ -98,9 +103,15 @@ Options parse(int argc, char** argv) {
         options.metrics = parse_switch(flag, value);
       } else if (flag == "--leak-detection") {
         options.leak_detection = parse_switch(flag, value);
+      } else if (flag == "--queue-policy") {
+        options.queue_policy = poolscope::parse_queue_policy(value, std::string(flag));
+      } else if (flag == "--barging-wait-bound") {
+        options.barging_wait_bound = poolscope::parse_duration(value, std::string(flag));
       } else {
         usage("unknown flag " + std::string(flag));
       }
+    } catch (const poolscope::ConfigError& error) {
+      usage(error.what());
     } catch (const std::logic_error&) {
       usage("bad value for " + std::string(flag));
     }
@@ -247,7 +258,12 @@ double run_poolscope(const Options& options, std::vector<WorkerResult>& results)
   config.name = "bench";
   config.min_size = options.max_size;  // all open before the clock starts
   config.max_size = options.max_size;
+  // Opening all of them one after the other can pass the default 2 s on a
+  // loaded machine; the clock starts only once they are open.
+  config.init_timeout = std::chrono::seconds(30);
   config.enable_leak_detection = options.leak_detection;
+  config.queue_policy = options.queue_policy;
+  config.barging_wait_bound = options.barging_wait_bound;
   config.log_level = poolscope::LogLevel::kWarning;
   poolscope::Pool pool(config);
   if (!pool.wait_until_ready()) throw std::runtime_error("the pool did not open its connections");
@@ -373,6 +389,8 @@ int run(int argc, char** argv) {
       {"query", options.query},
       {"metrics", options.metrics},
       {"leak_detection", options.leak_detection},
+      {"queue_policy", poolscope::to_string(options.queue_policy)},
+      {"barging_wait_bound_ms", options.barging_wait_bound.count()},
       {"seconds", seconds},
       {"queries", queries},
       {"errors", errors},

@@ -23,12 +23,13 @@ DURATION_VARIABLES = [
     "POOL_ACQUIRE_TIMEOUT", "POOL_INIT_TIMEOUT", "POOL_MAX_CONNECTION_LIFETIME",
     "POOL_MAX_IDLE_TIME", "POOL_COMMAND_TIMEOUT", "POOL_LEAK_DETECTION_TIMEOUT",
     "POOL_SHUTDOWN_TIMEOUT", "POOL_VALIDATION_IDLE_THRESHOLD", "POOL_PROBE_IDLE_THRESHOLD",
-    "POOL_HEALTH_CHECK_INTERVAL",
+    "POOL_BARGING_WAIT_BOUND", "POOL_HEALTH_CHECK_INTERVAL",
 ]
 BAD_VARIABLES = {
     **{name: "10 parsecs" for name in DURATION_VARIABLES},
     "POOL_MIN_SIZE": "two",
     "POOL_MAX_SIZE": "0",
+    "POOL_QUEUE_POLICY": "lifo",
     "POOL_ENABLE_LEAK_DETECTION": "perhaps",
     "POOL_HEALTHY_HEADROOM": "1.5",
     "POOL_DEGRADED_HEADROOM": "-0.1",
@@ -51,6 +52,8 @@ BAD_FLAGS = {
     "--pool.leak-detection-timeout": "1y",
     "--pool.shutdown-timeout": "soon",
     "--pool.validation-idle-threshold": "x",
+    "--pool.queue-policy": "random",
+    "--pool.barging-wait-bound": "-1ms",
     "--pool.health-check-interval": "1ms",
     "--pool.healthy-headroom": "1.5",
     "--pool.degraded-headroom": "NaN",

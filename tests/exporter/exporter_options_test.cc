@@ -95,8 +95,11 @@ TEST(ExporterOptions, FlagsWinOverVariables) {
                      "--pool.reconnect-backoff=100ms,1s", "--pool.health-window=30s",
                      "--pool.degraded-wait-threshold=250ms", "--web.listen-address=127.0.0.1:0",
                      "--web.telemetry-path=/prom", "--metrics.prefix=svc_", "--workload.workers=3",
-                     "--workload.hold=5ms"});
+                     "--workload.hold=5ms", "--pool.queue-policy=fifo",
+                     "--pool.barging-wait-bound=3ms"});
   EXPECT_EQ(options.pool.max_size, 7u);
+  EXPECT_EQ(options.pool.queue_policy, QueuePolicy::kFifo);
+  EXPECT_EQ(options.pool.barging_wait_bound, 3ms);
   EXPECT_EQ(options.pool.acquire_timeout, 2min);
   EXPECT_EQ(options.log_format, LogFormat::kJson);
   EXPECT_EQ(options.pool.database_url, "postgresql://other@db/x");
@@ -146,6 +149,8 @@ TEST(ExporterOptions, EveryMirroredFlagRejectsGarbage) {
                            "--pool.leak-detection-timeout",
                            "--pool.shutdown-timeout",
                            "--pool.validation-idle-threshold",
+                           "--pool.queue-policy",
+                           "--pool.barging-wait-bound",
                            "--pool.health-check-interval",
                            "--pool.healthy-headroom",
                            "--pool.degraded-headroom",

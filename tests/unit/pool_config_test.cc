@@ -43,6 +43,8 @@ TEST(PoolConfig, DefaultsAreTheGuides) {
   EXPECT_EQ(c.shutdown_timeout, 30s);
   EXPECT_EQ(c.validation_idle_threshold, 1s);
   EXPECT_EQ(c.probe_idle_threshold, 1ms);
+  EXPECT_EQ(c.queue_policy, QueuePolicy::kBarging);
+  EXPECT_EQ(c.barging_wait_bound, PoolConfig{}.barging_wait_bound);
   EXPECT_EQ(c.log_level, LogLevel::kInfo);
 }
 
@@ -61,6 +63,8 @@ TEST(PoolConfig, ReadsEveryVariable) {
                              {"POOL_SHUTDOWN_TIMEOUT", "10s"},
                              {"POOL_VALIDATION_IDLE_THRESHOLD", "3s"},
                              {"POOL_PROBE_IDLE_THRESHOLD", "20ms"},
+                             {"POOL_QUEUE_POLICY", " FIFO "},
+                             {"POOL_BARGING_WAIT_BOUND", "5ms"},
                              {"POOL_HEALTH_CHECK_INTERVAL", "15s"},
                              {"POOL_DEGRADED_WAIT_THRESHOLD", "250ms"},
                              {"POOL_HEALTH_WINDOW", "2m"},
@@ -82,6 +86,8 @@ TEST(PoolConfig, ReadsEveryVariable) {
   EXPECT_EQ(c.shutdown_timeout, 10s);
   EXPECT_EQ(c.validation_idle_threshold, 3s);
   EXPECT_EQ(c.probe_idle_threshold, 20ms);
+  EXPECT_EQ(c.queue_policy, QueuePolicy::kFifo);
+  EXPECT_EQ(c.barging_wait_bound, 5ms);
   EXPECT_EQ(c.health_check_interval, 15s);
   EXPECT_EQ(c.degraded_wait_threshold, 250ms);
   EXPECT_EQ(c.health_window, 120s);
@@ -137,6 +143,9 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
   EXPECT_EQ(error_of({{"POOL_PROBE_IDLE_THRESHOLD", "soon"}}),
             "invalid POOL_PROBE_IDLE_THRESHOLD='soon': expected a duration such as 30, 30s, 500ms, "
             "2m or 1h30m (units ns, us, ms, s, m, h; a bare number means seconds)");
+  EXPECT_EQ(error_of({{"POOL_QUEUE_POLICY", "lifo"}}),
+            "invalid POOL_QUEUE_POLICY='lifo': expected barging or fifo");
+  EXPECT_EQ(error_of({{"POOL_BARGING_WAIT_BOUND", "-1ms"}}).rfind("invalid POOL_BARGING_WAIT_BOUND='-1ms'", 0), 0u);
   EXPECT_EQ(error_of({{"POOL_HEALTH_WINDOW", "1500ms"}}),
             "invalid POOL_HEALTH_WINDOW='1500ms': expected whole seconds from 1s to 600s, e.g. 60s");
   EXPECT_EQ(error_of({{"POOL_HEALTH_WINDOW", "11m"}}),

@@ -24,6 +24,51 @@ using testing::FakeConnection;
 using testing::FakeFactory;
 using testing::FakeServer;
 
+/// A FakeClock whose waits can be held: while the gate is closed, a thread
+/// that starts waiting (an acquire() in the queue, the pool's background
+/// threads) gives up the pool lock and stays put, whatever it is notified
+/// of, until the gate opens. That makes "the waiter has not run yet" a state
+/// a test can hold, instead of a race it hopes to win.
+class GatedClock final : public Clock {
+ public:
+  time_point now() const noexcept override { return fake_.now(); }
+  std::chrono::system_clock::time_point wall_now() const noexcept override {
+    return fake_.wall_now();
+  }
+  std::cv_status wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
+                            time_point deadline) override {
+    {
+      std::unique_lock gate(gate_mutex_);
+      if (closed_) {
+        lock.unlock();
+        gate_cv_.wait(gate, [this] { return !closed_; });
+        gate.unlock();
+        lock.lock();
+        return std::cv_status::no_timeout;  // callers treat it as a spurious wake-up
+      }
+    }
+    return fake_.wait_until(cv, lock, deadline);
+  }
+  void advance(std::chrono::nanoseconds by) { fake_.advance(by); }
+  void close_gate() {
+    std::lock_guard gate(gate_mutex_);
+    closed_ = true;
+  }
+  void open_gate() {
+    {
+      std::lock_guard gate(gate_mutex_);
+      closed_ = false;
+    }
+    gate_cv_.notify_all();
+  }
+
+ private:
+  FakeClock fake_;
+  std::mutex gate_mutex_;
+  std::condition_variable gate_cv_;
+  bool closed_ = false;
+};
+
 class PoolTest : public ::testing::Test {
  protected:
   PoolConfig config() {
@@ -239,6 +284,7 @@ TEST_F(PoolTest, TimeoutDuringAnOutageKeepsAndNamesTheConnectionError) {
 
 TEST_F(PoolTest, WaitersAreServedFirstComeFirstServed) {
   auto c = config();
+  c.queue_policy = QueuePolicy::kFifo;
   c.max_size = 1;
   c.min_size = 1;
   auto pool = make_pool(c);
@@ -678,6 +724,253 @@ TEST_F(PoolTest, ManyThreadsWithRandomExceptionsLeakNothing) {
   EXPECT_EQ(s.total_acquisitions, s.total_releases);
   EXPECT_EQ(s.active_connections, 0u);
   EXPECT_LE(s.total_connections, 4u);
+}
+
+
+// ---------------------------------------------------------------- queue policy
+
+class QueuePolicyTest : public PoolTest, public ::testing::WithParamInterface<QueuePolicy> {
+ protected:
+  PoolConfig single_connection() {
+    auto c = config();
+    c.queue_policy = GetParam();
+    c.barging_wait_bound = 10ms;
+    c.min_size = 1;
+    c.max_size = 1;
+    return c;
+  }
+};
+
+TEST_P(QueuePolicyTest, WaitersAmongThemselvesAreServedInArrivalOrder) {
+  auto pool = make_pool(single_connection());
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::mutex order_mutex;
+  std::vector<int> order;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto handle = pool->acquire();
+      std::lock_guard lock(order_mutex);
+      order.push_back(i);
+    });
+    ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
+  }
+  held.release();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.total_acquisitions, 9u);
+  EXPECT_EQ(s.acquire_timeouts, 0u);
+  EXPECT_TRUE(consistent(s));
+}
+
+TEST_P(QueuePolicyTest, WaitsEndAtTheAcquireTimeout) {
+  auto pool = make_pool(single_connection());
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<int> timed_out{0};
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&] {
+      try {
+        pool->acquire(2s);
+      } catch (const AcquireTimeout&) {
+        ++timed_out;
+      }
+    });
+  }
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 3; }));
+  clock_->advance(1s);
+  EXPECT_EQ(timed_out.load(), 0);
+  clock_->advance(1500ms);
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(timed_out.load(), 3);
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.acquire_timeouts, 3u);
+  EXPECT_EQ(s.waiting_requests, 0u);
+  // The connection is still there for the next caller.
+  held.release();
+  auto again = pool->acquire(1s);
+  EXPECT_EQ(pool->get_statistics().active_connections, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothPolicies, QueuePolicyTest,
+                         ::testing::Values(QueuePolicy::kBarging, QueuePolicy::kFifo),
+                         [](const ::testing::TestParamInfo<QueuePolicy>& info) {
+                           return std::string(to_string(info.param));
+                         });
+
+class GatedPoolTest : public ::testing::Test {
+ protected:
+  // The pool is a member so that TearDown opens the gate before it shuts down.
+  Pool& make_pool(QueuePolicy policy) {
+    PoolConfig c;
+    c.min_size = 1;
+    c.max_size = 1;
+    c.acquire_timeout = 5s;
+    c.queue_policy = policy;
+    c.barging_wait_bound = 10ms;
+    pool_ = std::make_unique<Pool>(std::move(c), std::make_shared<FakeFactory>(server_), clock_);
+    return *pool_;
+  }
+
+  // Holds the pool's only connection and queues one waiter that cannot run
+  // until the gate opens; returns once the waiter is in the queue.
+  void queue_a_held_waiter(Pool& pool, std::atomic<bool>& served) {
+    clock_->close_gate();
+    waiter_ = std::thread([&pool, &served] {
+      auto handle = pool.acquire();
+      served = true;
+    });
+    ASSERT_TRUE(eventually([&] { return pool.get_statistics().waiting_requests == 1; }));
+  }
+
+  void TearDown() override {
+    clock_->open_gate();
+    if (waiter_.joinable()) waiter_.join();
+    if (late_.joinable()) late_.join();
+  }
+
+  std::shared_ptr<FakeServer> server_ = std::make_shared<FakeServer>();
+  std::shared_ptr<GatedClock> clock_ = std::make_shared<GatedClock>();
+  std::thread waiter_;
+  std::thread late_;  // a second caller, queued behind the first waiter
+  std::unique_ptr<Pool> pool_;
+};
+
+TEST_F(GatedPoolTest, BargingLetsACallerTakeAConnectionReturnedWhileTheFirstWaiterIsYoung) {
+  Pool* pool = &make_pool(QueuePolicy::kBarging);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<bool> served{false};
+  queue_a_held_waiter(*pool, served);
+  clock_->advance(9ms);  // the waiter is younger than the 10 ms bound
+  held.release();
+  auto s = pool->get_statistics();
+  ASSERT_EQ(s.idle_connections, 1u);  // left free, not handed to the sleeping waiter
+  EXPECT_EQ(s.waiting_requests, 1u);
+  auto barged = pool->acquire(1ms);  // taken at once by the running caller
+  s = pool->get_statistics();
+  EXPECT_EQ(s.active_connections, 1u);
+  EXPECT_EQ(s.waiting_requests, 1u);
+  EXPECT_FALSE(served.load());
+  clock_->open_gate();
+  barged.release();
+  waiter_.join();
+  EXPECT_TRUE(served.load());  // nudged, it took the connection returned next
+  s = pool->get_statistics();
+  EXPECT_EQ(s.total_acquisitions, 3u);
+  EXPECT_EQ(s.acquire_timeouts, 0u);
+}
+
+TEST_F(GatedPoolTest, BargingHandsOffOnceTheFirstWaiterHasWaitedTheBound) {
+  Pool* pool = &make_pool(QueuePolicy::kBarging);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<bool> served{false};
+  queue_a_held_waiter(*pool, served);
+  clock_->advance(10ms);
+  held.release();
+  // Lent to the waiter under the release's lock, although it has not run.
+  auto s = pool->get_statistics();
+  EXPECT_EQ(s.active_connections, 1u);
+  EXPECT_EQ(s.idle_connections, 0u);
+  EXPECT_EQ(s.waiting_requests, 0u);
+  // A caller arriving now must queue behind it.
+  std::atomic<bool> late_served{false};
+  late_ = std::thread([&] {
+    auto handle = pool->acquire();
+    late_served = true;
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  EXPECT_FALSE(late_served.load());
+  clock_->open_gate();
+  waiter_.join();
+  late_.join();
+  EXPECT_TRUE(served.load());
+  EXPECT_TRUE(late_served.load());
+}
+
+TEST_F(GatedPoolTest, BargingStopsNewCallersPassingAWaiterThatHasWaitedTheBound) {
+  Pool* pool = &make_pool(QueuePolicy::kBarging);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<bool> served{false};
+  queue_a_held_waiter(*pool, served);
+  held.release();  // young waiter: the connection stays idle, the waiter is nudged
+  ASSERT_EQ(pool->get_statistics().idle_connections, 1u);
+  clock_->advance(10ms);  // ...but it has not run by the time it reaches the bound
+  // A caller arriving now queues behind it instead of taking the idle connection.
+  std::atomic<bool> late_served{false};
+  late_ = std::thread([&] {
+    auto handle = pool->acquire();
+    late_served = true;
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 2; }));
+  auto s = pool->get_statistics();
+  EXPECT_EQ(s.idle_connections, 1u);
+  EXPECT_EQ(s.active_connections, 0u);
+  EXPECT_FALSE(late_served.load());
+  clock_->open_gate();
+  waiter_.join();
+  late_.join();
+  EXPECT_TRUE(served.load());
+  EXPECT_TRUE(late_served.load());
+  EXPECT_EQ(pool->get_statistics().acquire_timeouts, 0u);
+}
+
+TEST_F(GatedPoolTest, BargingNudgeOfAWaiterThatTimedOutGoesToTheNextWaiter) {
+  Pool* pool = &make_pool(QueuePolicy::kBarging);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  clock_->close_gate();
+  std::atomic<bool> first_timed_out{false};
+  waiter_ = std::thread([&] {
+    try {
+      pool->acquire(2s);
+    } catch (const AcquireTimeout&) {
+      first_timed_out = true;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
+  std::atomic<bool> second_served{false};
+  late_ = std::thread([&] {
+    try {
+      auto handle = pool->acquire(30s);
+      second_served = true;
+    } catch (const AcquireTimeout&) {
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 2; }));
+  held.release();  // idle; the first waiter is nudged but cannot run yet
+  clock_->advance(3s);  // past the first waiter's deadline, well inside the second's
+  clock_->open_gate();
+  // No further time passes: the second waiter is served only if the nudge
+  // reached it.
+  const bool served = eventually([&] { return second_served.load(); });
+  if (!served) clock_->advance(60s);  // let it time out instead of hanging
+  EXPECT_TRUE(served);
+  waiter_.join();
+  late_.join();
+  EXPECT_TRUE(first_timed_out.load());
+  EXPECT_EQ(pool->get_statistics().acquire_timeouts, 1u);
+}
+
+TEST_F(GatedPoolTest, FifoHandsEveryReturnedConnectionToTheFirstWaiter) {
+  Pool* pool = &make_pool(QueuePolicy::kFifo);
+  ASSERT_TRUE(pool->wait_until_ready());
+  auto held = pool->acquire();
+  std::atomic<bool> served{false};
+  queue_a_held_waiter(*pool, served);
+  held.release();  // no time has passed: the waiter is as young as can be
+  const auto s = pool->get_statistics();
+  EXPECT_EQ(s.active_connections, 1u);
+  EXPECT_EQ(s.idle_connections, 0u);
+  EXPECT_EQ(s.waiting_requests, 0u);
+  clock_->open_gate();
+  waiter_.join();
+  EXPECT_TRUE(served.load());
 }
 
 }  // namespace

@@ -13,6 +13,19 @@ namespace poolscope {
 /// Severity threshold for the pool's log lines.
 enum class LogLevel { kDebug, kInfo, kWarning, kError, kCritical };
 
+/// Who gets a connection when several callers want one.
+enum class QueuePolicy {
+  /// A caller that finds a connection idle takes it even when others wait,
+  /// as long as the longest waiter has waited less than barging_wait_bound;
+  /// after that, every returned connection goes straight to the longest
+  /// waiter until the queue has caught up. Waiters among themselves are
+  /// served in arrival order.
+  kBarging,
+  /// Strictly first come, first served: a returned connection always goes
+  /// to the longest waiter, which costs one thread wake-up per hand-over.
+  kFifo,
+};
+
 /// Everything a pool needs to know, with its defaults.
 ///
 /// A plain value: copy it, change fields, then hand it to Pool, which calls
@@ -68,6 +81,13 @@ struct PoolConfig {
   /// server restart). A connection used more recently is handed out without
   /// it; 0 probes every hand-out. Env: POOL_PROBE_IDLE_THRESHOLD.
   std::chrono::milliseconds probe_idle_threshold = std::chrono::milliseconds{1};
+  /// Who gets a connection under contention. Env: POOL_QUEUE_POLICY
+  /// (barging or fifo).
+  QueuePolicy queue_policy = QueuePolicy::kBarging;
+  /// Under the barging policy, how long the longest waiter may wait before
+  /// returned connections are handed to waiters in arrival order again.
+  /// Ignored by fifo. Env: POOL_BARGING_WAIT_BOUND.
+  std::chrono::milliseconds barging_wait_bound = std::chrono::milliseconds{1};
   /// How often the background task validates one idle connection (and so
   /// notices an outage without traffic). Env: POOL_HEALTH_CHECK_INTERVAL.
   std::chrono::milliseconds health_check_interval = std::chrono::seconds{5};
@@ -130,5 +150,11 @@ LogLevel parse_log_level(std::string_view text, const std::string& variable);
 
 /// "DEBUG", "INFO", …
 std::string_view to_string(LogLevel level) noexcept;
+
+/// Parses "barging" or "fifo" (case-insensitive); throws ConfigError naming `variable`.
+QueuePolicy parse_queue_policy(std::string_view text, const std::string& variable);
+
+/// "barging" or "fifo".
+std::string_view to_string(QueuePolicy policy) noexcept;
 
 }  // namespace poolscope
