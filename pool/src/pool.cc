@@ -114,12 +114,12 @@ Slot* PoolCore::acquire(std::chrono::milliseconds timeout, std::source_location 
   // measuring passes between `started` and holding it. Every pass that
   // follows a wait for the lock (or a connection closed on the way) reads
   // the clock again.
-  Lock lock(mutex_, std::try_to_lock);
+  Lock lock(mutex_, std::defer_lock);
   Clock::time_point now = started;
-  bool now_is_fresh = lock.owns_lock();
+  bool now_is_fresh = lock.try_lock();
   if (!now_is_fresh) lock.lock();
   // Reads the clock unless `now` was read with the lock already held.
-  auto refresh_now = [&] {
+  auto refresh_now = [&]() POOLSCOPE_REQUIRES(mutex_) {
     if (now_is_fresh) return;
     now = clock_->now();
     now_is_fresh = true;

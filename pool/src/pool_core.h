@@ -21,9 +21,7 @@
 #include "poolscope/pool_statistics.h"
 #include "poolscope/pooled_connection.h"
 #include "stats_window.h"
-
-// Annotations for readers (and for clang's -Wthread-safety where available).
-#define POOLSCOPE_GUARDED_BY(mutex)
+#include "thread_annotations.h"
 
 namespace poolscope::detail {
 
@@ -97,47 +95,60 @@ class PoolCore {
  private:
   static constexpr std::size_t kMaxObservers = 8;
 
-  using Lock = std::unique_lock<std::mutex>;
+  using Lock = UniqueLock;
 
   // --- under mutex_ ---
+  // These two release `lock` (which holds mutex_) in their bodies; the
+  // analysis cannot tie a lock passed by reference to mutex_, so their
+  // bodies are not checked, while their callers are.
   /// Removes `slot` (counted under `reason`), asks for a replacement if
   /// needed and closes it with the lock released; returns with it held.
-  void close_slot_unlocked(Lock& lock, Slot* slot, CloseReason reason);
+  void close_slot_unlocked(Lock& lock, Slot* slot, CloseReason reason)
+      POOLSCOPE_REQUIRES(mutex_) POOLSCOPE_NO_THREAD_SAFETY_ANALYSIS;
   /// Counts the timeout, releases the lock and throws AcquireTimeout.
   [[noreturn]] void throw_timeout_locked(Lock& lock, Clock::time_point started,
-                                         Clock::time_point now);
+                                         Clock::time_point now)
+      POOLSCOPE_REQUIRES(mutex_) POOLSCOPE_NO_THREAD_SAFETY_ANALYSIS;
   void lend_locked(Slot* slot, Clock::time_point started, Clock::time_point now,
-                   const std::source_location& site, void* caller);
+                   const std::source_location& site, void* caller) POOLSCOPE_REQUIRES(mutex_);
   /// Lends `slot` to the first waiter and returns it, to be notified once
   /// the lock is released; nullptr when nobody waits or connections are idle
   /// (the first waiter has then been nudged to take one).
-  Waiter* hand_to_waiter_locked(Slot* slot, Clock::time_point now);
+  Waiter* hand_to_waiter_locked(Slot* slot, Clock::time_point now) POOLSCOPE_REQUIRES(mutex_);
   /// Whether a connection returned at `now` goes straight to the first
   /// waiter rather than to the idle list.
-  bool hand_off_due_locked(Clock::time_point now) const;
+  bool hand_off_due_locked(Clock::time_point now) const POOLSCOPE_REQUIRES(mutex_);
   /// Barging policy: an idle connection and a waiter with no nudge on its
   /// way yet. Marks the first waiter and returns it, to be notified once the
   /// lock is released; otherwise nullptr.
-  Waiter* nudge_waiter_locked();
+  Waiter* nudge_waiter_locked() POOLSCOPE_REQUIRES(mutex_);
   /// Takes `waiter` out of the queue and back to the spare list.
-  void leave_queue_locked(Waiter& waiter);
-  Waiter& checkout_waiter_locked();
-  std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason);
-  std::size_t connection_deficit_locked() const;
+  void leave_queue_locked(Waiter& waiter) POOLSCOPE_REQUIRES(mutex_);
+  Waiter& checkout_waiter_locked() POOLSCOPE_REQUIRES(mutex_);
+  std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason)
+      POOLSCOPE_REQUIRES(mutex_);
+  std::size_t connection_deficit_locked() const POOLSCOPE_REQUIRES(mutex_);
   /// The Pool is gone and no connection or release still needs the core.
-  bool unowned_locked() const { return orphaned_ && active_ == 0 && pins_ == 0; }
+  bool unowned_locked() const POOLSCOPE_REQUIRES(mutex_) {
+    return orphaned_ && active_ == 0 && pins_ == 0;
+  }
   /// No connection is open and opening one keeps failing.
-  bool recovering_locked() const { return slots_.empty() && consecutive_failures_ > 0; }
-  void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now);
-  PoolStatistics statistics_locked(Clock::time_point now) const;
+  bool recovering_locked() const POOLSCOPE_REQUIRES(mutex_) {
+    return slots_.empty() && consecutive_failures_ > 0;
+  }
+  void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now)
+      POOLSCOPE_REQUIRES(mutex_);
+  PoolStatistics statistics_locked(Clock::time_point now) const POOLSCOPE_REQUIRES(mutex_);
   /// The state `load` (counters of a snapshot taken under the lock) implies.
-  PoolState evaluate_state_locked(const PoolStatistics& load) const;
+  PoolState evaluate_state_locked(const PoolStatistics& load) const POOLSCOPE_REQUIRES(mutex_);
   HealthThresholds health_thresholds() const;
   // Moves the state and returns the log line to write once the lock is gone.
-  std::optional<std::pair<PoolState, PoolState>> update_state_locked(Clock::time_point now);
-  std::optional<std::pair<PoolState, PoolState>> store_state_locked(PoolState next);
+  std::optional<std::pair<PoolState, PoolState>> update_state_locked(Clock::time_point now)
+      POOLSCOPE_REQUIRES(mutex_);
+  std::optional<std::pair<PoolState, PoolState>> store_state_locked(PoolState next)
+      POOLSCOPE_REQUIRES(mutex_);
   std::chrono::milliseconds backoff_delay(std::uint64_t failures) const;
-  Clock::time_point expiry_for(Clock::time_point created);
+  Clock::time_point expiry_for(Clock::time_point created) POOLSCOPE_REQUIRES(mutex_);
 
   // --- background threads ---
   void connector_loop();
@@ -166,7 +177,7 @@ class PoolCore {
   std::atomic<std::size_t> observer_count_{0};
   std::atomic<PoolState> state_{PoolState::kInitializing};
 
-  mutable std::mutex mutex_;
+  mutable Mutex mutex_;
   std::condition_variable connector_cv_;   // work for the connector
   std::condition_variable maintainer_cv_;  // stop for the maintainer
   std::condition_variable drained_cv_;     // active reached 0 / ready changed

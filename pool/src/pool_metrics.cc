@@ -8,6 +8,7 @@
 #include <prometheus/registry.h>
 
 #include "poolscope/error.h"
+#include "thread_annotations.h"
 #include "poolscope/pool.h"
 
 namespace poolscope {
@@ -212,12 +213,12 @@ struct PoolMetrics::State {
   prometheus::Family<prometheus::Histogram>* otel_create = nullptr;
   bool guide() const { return options.naming != MetricsNaming::kOtel; }
   bool otel() const { return options.naming != MetricsNaming::kGuide; }
-  mutable std::mutex mutex;
+  mutable detail::Mutex mutex;
   struct Published {
     Pool* pool;
     std::shared_ptr<HistogramObserver> observer;
   };
-  std::vector<Published> pools;  // guarded by mutex
+  std::vector<Published> pools POOLSCOPE_GUARDED_BY(mutex);
 };
 
 const std::vector<double>& PoolMetrics::acquisition_buckets() {
@@ -267,13 +268,13 @@ PoolMetrics::PoolMetrics(std::shared_ptr<prometheus::Registry> registry, Metrics
 PoolMetrics::~PoolMetrics() {
   // The observers point into this registry's histograms: detach them from
   // the pools still published (which outlive this object by contract).
-  std::lock_guard lock(state_->mutex);
+  detail::UniqueLock lock(state_->mutex);
   for (const auto& published : state_->pools)
     published.pool->remove_observer(published.observer.get());
 }
 
 void PoolMetrics::add(Pool& pool) {
-  std::lock_guard lock(state_->mutex);
+  detail::UniqueLock lock(state_->mutex);
   const std::string& name = pool.config().name;
   for (const auto& existing : state_->pools) {
     if (existing.pool->config().name == name) {
@@ -300,7 +301,7 @@ void PoolMetrics::add(Pool& pool) {
 }
 
 void PoolMetrics::remove(Pool& pool) {
-  std::lock_guard lock(state_->mutex);
+  detail::UniqueLock lock(state_->mutex);
   std::erase_if(state_->pools, [&](const State::Published& published) {
     if (published.pool != &pool) return false;
     pool.remove_observer(published.observer.get());
@@ -311,7 +312,7 @@ void PoolMetrics::remove(Pool& pool) {
 std::vector<prometheus::MetricFamily> PoolMetrics::Collect() const {
   std::vector<Pool*> pools;
   {
-    std::lock_guard lock(state_->mutex);
+    detail::UniqueLock lock(state_->mutex);
     for (const auto& published : state_->pools) pools.push_back(published.pool);
   }
   FamilyBuilder guide(state_->options.prefix);
