@@ -14,7 +14,6 @@
 namespace poolscope {
 namespace {
 
-constexpr std::size_t kMaxPoolSize = 10000;
 // Longest duration accepted anywhere: a year. Longer values are typos, and
 // the bound keeps every later arithmetic on time_points far from overflow.
 constexpr double kMaxDurationMs = 365.0 * 24 * 3600 * 1000;

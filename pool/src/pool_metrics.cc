@@ -101,6 +101,19 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
   out.add("connections_pending", "Number of connections being opened", gauge, pool, n(s.pending_connections));
   out.add("connections_leaked", "Connections held longer than the leak detection timeout", gauge, pool,
           n(s.leaked_connections));
+  out.add("oldest_held_connection_seconds",
+          "Age of the longest-held connection now lent out, leaked or not (0 when none is)", gauge,
+          pool, s.oldest_held_seconds);
+  // At most kMaxLeakSitesReported series per pool: the sites with the most
+  // leaked connections right now.
+  for (const LeakSite& site : s.leak_sites) {
+    L labels{{"function", site.function},
+             {"pool", s.pool_name},
+             {"site", site.file + ":" + std::to_string(site.line)}};
+    out.add("leaked_connections_by_site",
+            "Connections held longer than the leak detection timeout, by acquisition site", gauge,
+            std::move(labels), n(site.connections));
+  }
   out.add("waiting_requests", "Number of requests waiting for connections", gauge, pool, n(s.waiting_requests));
   out.add("max_connections", "Configured maximum pool size", gauge, pool, n(s.max_size));
   out.add("min_connections", "Configured minimum pool size", gauge, pool, n(s.min_size));
@@ -132,6 +145,10 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
   }
   out.add("leaks_detected_total", "Connections reported as potentially leaked", counter, pool,
           n(s.leaks_detected));
+  out.add("resizes_total", "Run-time changes of max_size or min_size", counter, pool,
+          n(s.resizes));
+  out.add("drains_total", "Run-time drains (every connection recycled)", counter, pool,
+          n(s.drains));
   out.add("reconnect_attempts_total", "Reconnection attempts while the database was unreachable",
           counter, pool, n(s.reconnect_attempts));
   out.add("created_timestamp_seconds", "Unix time the pool was created", gauge, pool,
