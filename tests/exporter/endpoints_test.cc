@@ -283,8 +283,9 @@ HttpRequest mcp_call(std::string_view method, nlohmann::json params) {
   request.method = "POST";
   request.path = "/mcp";
   request.accept = "application/json, text/event-stream";
-  request.body =
-      nlohmann::json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump();
+  nlohmann::json message = {{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}};
+  if (!params.is_null()) message["params"] = std::move(params);
+  request.body = message.dump();
   return request;
 }
 
