@@ -371,8 +371,7 @@ std::unique_ptr<Slot> PoolCore::remove_slot_locked(Slot* slot, CloseReason reaso
 
 std::size_t PoolCore::connection_deficit_locked() const {
   if (closing_) return 0;
-  const std::size_t wanted =
-      std::min(max_size_, std::max(min_size_, active_ + waiters_.size()));
+  const std::size_t wanted = std::min(max_size_, std::max(min_size_, active_ + waiters_.size()));
   const std::size_t have = slots_.size() + pending_;
   return wanted > have ? wanted - have : 0;
 }
@@ -423,10 +422,10 @@ void PoolCore::fill_leak_snapshot_locked(PoolStatistics& s, Clock::time_point no
   if (oldest_lent) s.oldest_held_seconds = to_seconds(now - *oldest_lent);
   // Leaks are rare, so the lists are short before they are cut; when they are
   // not, the oldest leaks and the busiest sites are the ones worth reading.
-  std::sort(s.leaked.begin(), s.leaked.end(), [](const auto& a, const auto& b) {
-    return a.held_seconds > b.held_seconds;
-  });
-  if (s.leaked.size() > kMaxLeakedConnectionsReported) s.leaked.resize(kMaxLeakedConnectionsReported);
+  std::sort(s.leaked.begin(), s.leaked.end(),
+            [](const auto& a, const auto& b) { return a.held_seconds > b.held_seconds; });
+  if (s.leaked.size() > kMaxLeakedConnectionsReported)
+    s.leaked.resize(kMaxLeakedConnectionsReported);
   std::sort(s.leak_sites.begin(), s.leak_sites.end(), [](const auto& a, const auto& b) {
     return a.connections != b.connections ? a.connections > b.connections
                                           : a.oldest_held_seconds > b.oldest_held_seconds;
@@ -543,8 +542,7 @@ void PoolCore::connector_loop() {
       }
       if (recovered) {
         log(LogLevel::kInfo,
-            fmt::format("Connection pool recovered: {}/{} connections available", total,
-                        max_size),
+            fmt::format("Connection pool recovered: {}/{} connections available", total, max_size),
             {{"pool", config_.name}});
       }
     } else {
@@ -627,8 +625,7 @@ void PoolCore::maintain_once(Clock::time_point now) {
       std::optional<CloseReason> reason;
       if (now >= slot->expires_at) {
         reason = CloseReason::kLifetime;
-      } else if (slots_.size() > min_size_ &&
-                 now - slot->last_used >= config_.max_idle_time) {
+      } else if (slots_.size() > min_size_ && now - slot->last_used >= config_.max_idle_time) {
         reason = CloseReason::kIdle;
       }
       if (!reason) {
@@ -858,9 +855,9 @@ void PoolCore::set_max_size(std::size_t max_size) {
     Lock lock(mutex_);
     if (closing_) throw PoolClosed();
     if (max_size < min_size_) {
-      throw ConfigError("max_size", std::to_string(max_size),
-                        fmt::format("must not be below min_size ({}); lower min_size first",
-                                    min_size_));
+      throw ConfigError(
+          "max_size", std::to_string(max_size),
+          fmt::format("must not be below min_size ({}); lower min_size first", min_size_));
     }
     // release() puts connections back without allocating.
     slots_.reserve(max_size);
@@ -887,9 +884,9 @@ void PoolCore::set_min_size(std::size_t min_size) {
     Lock lock(mutex_);
     if (closing_) throw PoolClosed();
     if (min_size > max_size_) {
-      throw ConfigError("min_size", std::to_string(min_size),
-                        fmt::format("must not exceed max_size ({}); raise max_size first",
-                                    max_size_));
+      throw ConfigError(
+          "min_size", std::to_string(min_size),
+          fmt::format("must not exceed max_size ({}); raise max_size first", max_size_));
     }
     previous = min_size_;
     min_size_ = min_size;

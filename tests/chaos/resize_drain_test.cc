@@ -61,12 +61,12 @@ TEST(ResizeDrainChaos, HundredWorkersSurviveResizesAndDrainsWithoutErrorsOrLeaks
       // Growing: the waiting workers get new connections up to the new
       // maximum. Shrinking: the surplus closes as it comes back.
       if (round % 2 == 1) {
-        ASSERT_TRUE(eventually(
-            [&] { return pool.get_statistics().total_connections == final_max; }, 60s))
+        ASSERT_TRUE(
+            eventually([&] { return pool.get_statistics().total_connections == final_max; }, 60s))
             << round;
       } else {
-        ASSERT_TRUE(eventually(
-            [&] { return pool.get_statistics().total_connections <= final_max; }, 60s))
+        ASSERT_TRUE(
+            eventually([&] { return pool.get_statistics().total_connections <= final_max; }, 60s))
             << round;
       }
       // Every phase then sees real traffic before the next change.

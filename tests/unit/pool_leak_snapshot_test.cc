@@ -69,8 +69,7 @@ TEST_F(PoolLeakSnapshotTest, LeakedConnectionNamesItsAcquisitionSite) {
   EXPECT_DOUBLE_EQ(s.leaked[0].held_seconds, 35.0);
   EXPECT_TRUE(ends_with(s.leaked[0].file, "pool_leak_snapshot_test.cc")) << s.leaked[0].file;
   EXPECT_EQ(s.leaked[0].line, acquire_line);
-  EXPECT_NE(s.leaked[0].function.find("LeakedConnectionNamesItsAcquisitionSite"),
-            std::string::npos)
+  EXPECT_NE(s.leaked[0].function.find("LeakedConnectionNamesItsAcquisitionSite"), std::string::npos)
       << s.leaked[0].function;
   ASSERT_EQ(s.leak_sites.size(), 1u);
   EXPECT_EQ(s.leak_sites[0].line, acquire_line);
@@ -89,6 +88,7 @@ TEST_F(PoolLeakSnapshotTest, SnapshotIsBoundedAndKeepsTheOldestAndBusiest) {
   auto pool = make_pool(40);
   ASSERT_TRUE(pool->wait_until_ready());
   // Seven call sites, one per line.
+  // clang-format off
   const std::vector<std::function<PooledConnection()>> sites = {
       [&] { return pool->acquire(); },
       [&] { return pool->acquire(); },
@@ -98,6 +98,7 @@ TEST_F(PoolLeakSnapshotTest, SnapshotIsBoundedAndKeepsTheOldestAndBusiest) {
       [&] { return pool->acquire(); },
       [&] { return pool->acquire(); },
   };
+  // clang-format on
   std::vector<PooledConnection> held;
   for (int i = 0; i < 6; ++i) held.push_back(sites[0]());  // the busiest site, and the oldest
   clock_->advance(1s);
