@@ -125,7 +125,8 @@ Endpoints::Endpoints(Options options, Sources sources,
       mcp_server_(McpServer::Resources{
                       [this] { return health_document(sources_.statistics(), sources_.now()); },
                       [this] { return statistics_document(sources_.statistics()); }},
-                  "poolscope-exporter", options_.version) {}
+                  "poolscope-exporter", options_.version,
+                  authenticator_ ? sources_.actions : McpServer::Actions{}) {}
 
 HttpResponse Endpoints::handle(const HttpRequest& request) const {
   HttpResponse response;

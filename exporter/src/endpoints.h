@@ -76,6 +76,9 @@ class Endpoints {
     std::function<PoolStatistics()> statistics;
     /// Every metric family to expose (the registry plus PoolMetrics).
     std::function<std::vector<prometheus::MetricFamily>()> metrics;
+    /// The MCP tools' actions (resize, drain). Offered only when basic-auth
+    /// users are configured: without credentials nobody may change the pool.
+    McpServer::Actions actions;
     /// Wall-clock time for the health document's timestamp.
     std::function<std::chrono::system_clock::time_point()> now = [] {
       return std::chrono::system_clock::now();

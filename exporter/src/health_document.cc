@@ -14,7 +14,32 @@ json optional_time(const std::optional<std::chrono::system_clock::time_point>& t
   return time ? json(iso8601_utc(*time)) : json(nullptr);
 }
 
+std::string site_of(const std::string& file, std::uint32_t line) {
+  return fmt::format("{}:{}", file, line);
+}
+
 }  // namespace
+
+json leak_document(const PoolStatistics& stats) {
+  json connections = json::array();
+  for (const LeakedConnection& leak : stats.leaked) {
+    connections.push_back({{"id", fmt::format("conn_{}", leak.connection_id)},
+                           {"held_seconds", leak.held_seconds},
+                           {"site", site_of(leak.file, leak.line)},
+                           {"function", leak.function}});
+  }
+  json sites = json::array();
+  for (const LeakSite& site : stats.leak_sites) {
+    sites.push_back({{"site", site_of(site.file, site.line)},
+                     {"function", site.function},
+                     {"connections", site.connections},
+                     {"oldest_held_seconds", site.oldest_held_seconds}});
+  }
+  return json{{"count", stats.leaked_connections},
+              {"oldest_held_seconds", stats.oldest_held_seconds},
+              {"connections", std::move(connections)},
+              {"sites", std::move(sites)}};
+}
 
 std::string iso8601_utc(std::chrono::system_clock::time_point time) {
   // floor (not duration_cast) so times before 1970 still get 0-999 ms.
@@ -64,6 +89,7 @@ json health_document(const PoolStatistics& stats, std::chrono::system_clock::tim
                                                            : json(nullptr)},
            {"last_error", stats.last_error ? json(*stats.last_error) : json(nullptr)},
        }},
+      {"leaks", leak_document(stats)},
       {"uptime_seconds", stats.uptime_seconds},
   };
 }
@@ -103,6 +129,10 @@ json statistics_document(const PoolStatistics& stats) {
       {"reconnect_attempts", stats.reconnect_attempts},
       {"leaks_detected", stats.leaks_detected},
       {"leaks_returned", stats.leaks_returned},
+      {"oldest_held_seconds", stats.oldest_held_seconds},
+      {"leaks", leak_document(stats)},
+      {"resizes", stats.resizes},
+      {"drains", stats.drains},
       {"connections_closed", std::move(closed)},
       {"errors", std::move(errors)},
       {"pool_created_at", iso8601_utc(stats.pool_created_at)},

@@ -16,6 +16,7 @@ namespace poolscope::exporter {
 ///      "timestamp": "2025-10-13T14:30:00.000Z",
 ///      "database": {"status": …, "pool": {"total", "idle", "active", "waiting"},
 ///                   "latency_ms": <number>|null, "last_error": <string>|null},
+///      "leaks": <leak_document()>,
 ///      "uptime_seconds": <number>}
 ///
 /// `database.status` is "connected" when the pool has connections and is
@@ -32,6 +33,17 @@ nlohmann::json health_document(const PoolStatistics& stats,
 /// `errors` keyed by error type, `state`/`health` as strings and timestamps as
 /// ISO-8601 UTC strings (null when unset). Pure function.
 nlohmann::json statistics_document(const PoolStatistics& stats);
+
+/// The connections held longer than the leak detection timeout, bounded:
+///
+///     {"count": <leaked now>, "oldest_held_seconds": <any held connection, 0 if none>,
+///      "connections": [{"id": "conn_7", "held_seconds", "site": "file:line", "function"}],
+///      "sites": [{"site", "function", "connections", "oldest_held_seconds"}]}
+///
+/// `connections` lists at most kMaxLeakedConnectionsReported of the oldest,
+/// `sites` at most kMaxLeakSitesReported acquisition sites with the most
+/// leaks; `count` is every leaked connection. Pure function.
+nlohmann::json leak_document(const PoolStatistics& stats);
 
 /// `database.status` of the health document for `stats` (see health_document()).
 std::string_view database_status(const PoolStatistics& stats) noexcept;

@@ -229,6 +229,36 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
     }
     return families;
   };
+  sources.actions.resize = [&pool](std::optional<std::size_t> max_size,
+                                   std::optional<std::size_t> min_size) {
+    try {
+      // Order the two changes so that min_size <= max_size holds after each.
+      if (max_size && *max_size >= pool.get_statistics().min_size) {
+        pool.set_max_size(*max_size);
+        if (min_size) pool.set_min_size(*min_size);
+      } else {
+        if (min_size) pool.set_min_size(*min_size);
+        if (max_size) pool.set_max_size(*max_size);
+      }
+    } catch (const Error& error) {
+      throw McpServer::ActionError(error.what());
+    }
+    const PoolStatistics stats = pool.get_statistics();
+    return nlohmann::json{{"min_size", stats.min_size},
+                          {"max_size", stats.max_size},
+                          {"total_connections", stats.total_connections},
+                          {"active_connections", stats.active_connections}};
+  };
+  sources.actions.drain = [&pool] {
+    Pool::DrainResult result;
+    try {
+      result = pool.drain();
+    } catch (const Error& error) {
+      throw McpServer::ActionError(error.what());
+    }
+    return nlohmann::json{{"closed_idle", result.closed_idle},
+                          {"replaced_later", result.replaced_later}};
+  };
   Endpoints::Options endpoint_options;
   endpoint_options.telemetry_path = options.telemetry_path;
   endpoint_options.version = POOLSCOPE_VERSION;

@@ -38,6 +38,14 @@ constexpr std::string_view kServerInstructions =
     "stats://connection-pool for its full statistics. Both are served from the "
     "pool's cached state; reading them never queries the database.";
 
+constexpr std::string_view kToolInstructions =
+    " The tools pool_resize (max_size and/or min_size) and pool_drain (recycle "
+    "every connection, e.g. after a password rotation or failover) change the "
+    "running pool; neither interrupts a connection in use.";
+
+// Largest pool size the tools accept (the pool's own bound).
+constexpr std::int64_t kMaxToolPoolSize = 10000;
+
 // Thrown by method handlers; turned into a JSON-RPC error response.
 struct RpcError {
   int code;
@@ -241,6 +249,42 @@ const json* optional_member(const json* params, std::string_view key) {
   return params == nullptr ? nullptr : member(*params, key);
 }
 
+// A tool result the client shows to the model: the text, and for success the
+// same document as structured content.
+json tool_result(const json& document) {
+  return {{"content", json::array({{{"type", "text"}, {"text", serialize(document)}}})},
+          {"structuredContent", document},
+          {"isError", false}};
+}
+
+json tool_error(std::string_view message) {
+  return {{"content", json::array({{{"type", "text"}, {"text", message}}})}, {"isError", true}};
+}
+
+// A refused tool call: reported as a tool result (isError), not a protocol
+// error, so that the caller sees what to change.
+struct ToolRefusal {
+  std::string message;
+};
+
+json size_schema(std::int64_t minimum, std::string_view description) {
+  return {{"type", "integer"},
+          {"minimum", minimum},
+          {"maximum", kMaxToolPoolSize},
+          {"description", description}};
+}
+
+std::size_t size_argument(const json& value, std::string_view name, std::int64_t minimum) {
+  const bool whole = value.is_number_unsigned() || value.is_number_integer();
+  if (!whole || value.get<std::int64_t>() < minimum ||
+      value.get<std::int64_t>() > kMaxToolPoolSize) {
+    throw ToolRefusal{"Invalid arguments: " + std::string(name) +
+                      " must be a whole number from " + std::to_string(minimum) + " to " +
+                      std::to_string(kMaxToolPoolSize) + ", got " + serialize(value)};
+  }
+  return value.get<std::size_t>();
+}
+
 }  // namespace
 
 std::span<const std::string_view> McpServer::supported_protocol_versions() noexcept {
@@ -251,13 +295,54 @@ bool McpServer::is_supported_protocol_version(std::string_view version) noexcept
   return std::ranges::find(kProtocolVersions, version) != kProtocolVersions.end();
 }
 
-McpServer::McpServer(Resources resources, std::string server_name, std::string server_version)
+McpServer::McpServer(Resources resources, std::string server_name, std::string server_version,
+                     Actions actions)
     : resources_(std::move(resources)),
+      actions_(std::move(actions)),
       server_name_(std::move(server_name)),
       server_version_(std::move(server_version)) {
   if (!resources_.health || !resources_.statistics) {
     throw std::invalid_argument("McpServer needs both a health and a statistics callback");
   }
+  if (static_cast<bool>(actions_.resize) != static_cast<bool>(actions_.drain)) {
+    throw std::invalid_argument("McpServer needs both the resize and the drain action, or neither");
+  }
+  tool_list_ = {
+      {"tools",
+       json::array({
+           {{"name", kResizeTool},
+            {"title", "Resize the connection pool"},
+            {"description",
+             "Changes the pool's max_size and/or min_size at run time, without a restart. "
+             "Shrinking never closes a connection in use: surplus connections close as they "
+             "come back. Growing serves queued requests with new connections at once. "
+             "Returns the sizes now in force."},
+            {"inputSchema",
+             {{"type", "object"},
+              {"properties",
+               {{"max_size", size_schema(1, "New maximum number of connections")},
+                {"min_size", size_schema(0, "New number of connections kept open when idle")}}},
+              {"minProperties", 1},
+              {"additionalProperties", false}}},
+            {"annotations",
+             {{"readOnlyHint", false},
+              {"destructiveHint", false},
+              {"idempotentHint", true},
+              {"openWorldHint", false}}}},
+           {{"name", kDrainTool},
+            {"title", "Drain the connection pool"},
+            {"description",
+             "Recycles every connection gracefully (after a password rotation or a failover): "
+             "idle connections are closed and replaced now, connections in use are replaced "
+             "when they come back. Returns how many of each."},
+            {"inputSchema",
+             {{"type", "object"}, {"properties", json::object()}, {"additionalProperties", false}}},
+            {"annotations",
+             {{"readOnlyHint", false},
+              {"destructiveHint", false},
+              {"idempotentHint", false},
+              {"openWorldHint", false}}}},
+       })}};
   resource_list_ = {
       {"resources",
        json::array({
@@ -369,6 +454,13 @@ json McpServer::dispatch(std::string_view method, const json* params) const {
   if (method == "resources/templates/list") {
     return {{"resourceTemplates", json::array()}};
   }
+  if (has_tools() && method == "tools/list") {
+    if (optional_member(params, "cursor") != nullptr) {
+      throw RpcError{kInvalidParams, "Invalid params: unknown cursor"};
+    }
+    return tool_list_;
+  }
+  if (has_tools() && method == "tools/call") return call_tool(params);
   throw RpcError{kMethodNotFound, "Method not found", {{"method", method}}};
 }
 
@@ -389,10 +481,16 @@ json McpServer::initialize(const json* params) const {
   const auto& asked = requested->get_ref<const std::string&>();
   const std::string_view agreed =
       is_supported_protocol_version(asked) ? std::string_view(asked) : kProtocolVersions.front();
+  json capabilities = {{"resources", json::object()}};
+  std::string instructions(kServerInstructions);
+  if (has_tools()) {
+    capabilities["tools"] = json::object();
+    instructions += kToolInstructions;
+  }
   return {{"protocolVersion", agreed},
-          {"capabilities", {{"resources", json::object()}}},
+          {"capabilities", std::move(capabilities)},
           {"serverInfo", {{"name", server_name_}, {"version", server_version_}}},
-          {"instructions", kServerInstructions}};
+          {"instructions", std::move(instructions)}};
 }
 
 json McpServer::list_resources(const json* params) const {
@@ -420,6 +518,59 @@ json McpServer::read_resource(const json* params) const {
   return {{"contents", json::array({{{"uri", name},
                                      {"mimeType", "application/json"},
                                      {"text", serialize(document)}}})}};
+}
+
+json McpServer::call_tool(const json* params) const {
+  const json* name = optional_member(params, "name");
+  if (name == nullptr || !name->is_string()) {
+    throw RpcError{kInvalidParams, "Invalid params: tools/call needs a string name"};
+  }
+  const auto& tool = name->get_ref<const std::string&>();
+  if (tool != kResizeTool && tool != kDrainTool) {
+    throw RpcError{kInvalidParams, "Invalid params: unknown tool", {{"name", tool}}};
+  }
+  const json* given = optional_member(params, "arguments");
+  const json arguments = given == nullptr || given->is_null() ? json::object() : *given;
+  try {
+    if (!arguments.is_object()) {
+      throw ToolRefusal{"Invalid arguments: arguments must be an object"};
+    }
+    if (tool == kResizeTool) return tool_result(resize(arguments));
+    if (!arguments.empty()) {
+      throw ToolRefusal{"Invalid arguments: pool_drain takes no arguments, got '" +
+                        arguments.begin().key() + "'"};
+    }
+    return tool_result(actions_.drain());
+  } catch (const ToolRefusal& refusal) {
+    return tool_error(refusal.message);
+  } catch (const ActionError& error) {
+    return tool_error(error.what());
+  }
+}
+
+json McpServer::resize(const json& arguments) const {
+  for (const auto& [key, value] : arguments.items()) {
+    if (key != "max_size" && key != "min_size") {
+      throw ToolRefusal{"Invalid arguments: unknown argument '" + key +
+                        "'; pool_resize takes max_size and min_size"};
+    }
+  }
+  std::optional<std::size_t> max_size;
+  std::optional<std::size_t> min_size;
+  if (const json* value = member(arguments, "max_size")) {
+    max_size = size_argument(*value, "max_size", 1);
+  }
+  if (const json* value = member(arguments, "min_size")) {
+    min_size = size_argument(*value, "min_size", 0);
+  }
+  if (!max_size && !min_size) {
+    throw ToolRefusal{"Invalid arguments: pool_resize needs max_size, min_size or both"};
+  }
+  if (max_size && min_size && *min_size > *max_size) {
+    throw ToolRefusal{"Invalid arguments: min_size (" + std::to_string(*min_size) +
+                      ") must not exceed max_size (" + std::to_string(*max_size) + ")"};
+  }
+  return actions_.resize(max_size, min_size);
 }
 
 }  // namespace poolscope::exporter

@@ -1,6 +1,9 @@
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <optional>
+#include <stdexcept>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +30,14 @@ namespace poolscope::exporter {
 /// revisions we still negotiate are only offered by clients that never batch
 /// over this transport.
 ///
+/// With Actions, it also offers two tools, `pool_resize` (arguments
+/// `max_size` and/or `min_size`) and `pool_drain` (no arguments), and
+/// declares the tools capability; without them tools/list and tools/call are
+/// unknown methods. Arguments are checked against each tool's input schema
+/// before an action runs; a bad argument or a refused action is a tool result
+/// with isError true and a message saying what was wrong, an unknown tool name
+/// is Invalid params.
+///
 /// Checks that need other request headers stay in the HTTP layer: `Origin`
 /// (403 for an unexpected one) and `MCP-Protocol-Version` (400 for a value
 /// is_supported_protocol_version() rejects).
@@ -43,6 +54,31 @@ class McpServer {
     std::function<nlohmann::json()> statistics;  ///< the full statistics document
   };
 
+  /// Thrown by an Actions callback to refuse the action; the message goes to
+  /// the client as the tool's error text, so it must hold no secret. Any other
+  /// exception is reported as an internal error without its text.
+  struct ActionError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+  /// Actions that change the pool. Both or neither (the tools exist only
+  /// with them); called on the request path.
+  struct Actions {
+    /// Sets max_size and/or min_size (at least one is given, each within
+    /// 0..10000, max_size at least 1, min_size <= max_size when both are) and
+    /// returns the result document, e.g. {"min_size": 2, "max_size": 20}.
+    std::function<nlohmann::json(std::optional<std::size_t> max_size,
+                                 std::optional<std::size_t> min_size)>
+        resize;
+    /// Recycles every connection; returns the result document.
+    std::function<nlohmann::json()> drain;
+  };
+
+  /// Name of the resize tool.
+  static constexpr std::string_view kResizeTool = "pool_resize";
+  /// Name of the drain tool.
+  static constexpr std::string_view kDrainTool = "pool_drain";
+
   /// URI of the health resource.
   static constexpr std::string_view kHealthUri = "health://connection-pool";
   /// URI of the statistics resource.
@@ -54,8 +90,14 @@ class McpServer {
   static bool is_supported_protocol_version(std::string_view version) noexcept;
 
   /// `server_name` and `server_version` are reported as serverInfo in the
-  /// initialize result. Throws std::invalid_argument when a callback is empty.
-  McpServer(Resources resources, std::string server_name, std::string server_version);
+  /// initialize result. `actions` empty: no tools. Throws
+  /// std::invalid_argument when a resource callback is empty or only one
+  /// action is given.
+  McpServer(Resources resources, std::string server_name, std::string server_version,
+            Actions actions = {});
+
+  /// True when the pool_resize and pool_drain tools are offered.
+  bool has_tools() const noexcept { return static_cast<bool>(actions_.resize); }
 
   /// Answers one HTTP request to the MCP endpoint.
   ///
@@ -73,11 +115,15 @@ class McpServer {
   nlohmann::json initialize(const nlohmann::json* params) const;
   nlohmann::json list_resources(const nlohmann::json* params) const;
   nlohmann::json read_resource(const nlohmann::json* params) const;
+  nlohmann::json call_tool(const nlohmann::json* params) const;
+  nlohmann::json resize(const nlohmann::json& arguments) const;
 
   Resources resources_;  // immutable after construction
+  Actions actions_;      // immutable after construction
   std::string server_name_;
   std::string server_version_;
   nlohmann::json resource_list_;  // the resources/list result, built once
+  nlohmann::json tool_list_;      // the tools/list result, built once
 };
 
 }  // namespace poolscope::exporter

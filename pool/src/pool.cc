@@ -85,6 +85,8 @@ PoolCore::PoolCore(PoolConfig config, std::shared_ptr<ConnectionFactory> factory
       jitter_(std::random_device{}()),
       window_(config_.health_window) {
   last_validated_ = created_at_;  // the first background check one interval after start
+  min_size_ = config_.min_size;
+  max_size_ = config_.max_size;
   if (!factory_) throw std::invalid_argument("poolscope::Pool needs a connection factory");
   idle_.reserve(config_.max_size);
   slots_.reserve(config_.max_size);
@@ -394,6 +396,8 @@ void PoolCore::release(Slot* slot) noexcept {
         doomed = remove_slot_locked(slot, CloseReason::kShutdown);
       } else if (now >= slot->expires_at) {
         doomed = remove_slot_locked(slot, CloseReason::kLifetime);
+      } else if (const auto unwanted = unwanted_locked(*slot)) {
+        doomed = remove_slot_locked(slot, *unwanted);
       } else {
         if (hand_off_due_locked(now)) wake = hand_to_waiter_locked(slot, now);
         if (wake == nullptr) {
@@ -453,10 +457,66 @@ std::unique_ptr<Slot> PoolCore::remove_slot_locked(Slot* slot, CloseReason reaso
 
 std::size_t PoolCore::connection_deficit_locked() const {
   if (closing_) return 0;
-  const std::size_t wanted =
-      std::min(config_.max_size, std::max(config_.min_size, active_ + waiters_.size()));
+  const std::size_t wanted = std::min(max_size_, std::max(min_size_, active_ + waiters_.size()));
   const std::size_t have = slots_.size() + pending_;
   return wanted > have ? wanted - have : 0;
+}
+
+std::optional<CloseReason> PoolCore::unwanted_locked(const Slot& slot) const {
+  if (slot.generation != generation_) return CloseReason::kDrain;
+  if (slots_.size() > max_size_) return CloseReason::kResize;
+  return std::nullopt;
+}
+
+void PoolCore::remove_unwanted_idle_locked(std::vector<std::unique_ptr<Slot>>& doomed) {
+  // Oldest first; slots_ shrinks with every removal, so ask again each time.
+  for (std::size_t i = 0; i < idle_.size();) {
+    Slot* slot = idle_[i];
+    const auto reason = unwanted_locked(*slot);
+    if (!reason) {
+      ++i;
+      continue;
+    }
+    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+    doomed.push_back(remove_slot_locked(slot, *reason));
+  }
+}
+
+void PoolCore::fill_leak_snapshot_locked(PoolStatistics& s, Clock::time_point now) const {
+  std::optional<Clock::time_point> oldest_lent;
+  for (const auto& slot : slots_) {
+    if (!slot->lent) continue;
+    if (!oldest_lent || slot->lent_at < *oldest_lent) oldest_lent = slot->lent_at;
+    if (!slot->leak_reported) continue;
+    ++s.leaked_connections;
+    const double held = to_seconds(now - slot->lent_at);
+    const std::string_view file = slot->site.file_name();
+    const std::uint32_t line = slot->site.line();
+    const std::string_view function = slot->site.function_name();
+    s.leaked.push_back(
+        LeakedConnection{slot->id, held, std::string(file), line, std::string(function)});
+    auto site = std::find_if(s.leak_sites.begin(), s.leak_sites.end(), [&](const LeakSite& known) {
+      return known.line == line && known.file == file && known.function == function;
+    });
+    if (site == s.leak_sites.end()) {
+      s.leak_sites.push_back(LeakSite{std::string(file), line, std::string(function), 0, 0.0});
+      site = s.leak_sites.end() - 1;
+    }
+    ++site->connections;
+    site->oldest_held_seconds = std::max(site->oldest_held_seconds, held);
+  }
+  if (oldest_lent) s.oldest_held_seconds = to_seconds(now - *oldest_lent);
+  // Leaks are rare, so the lists are short before they are cut; when they are
+  // not, the oldest leaks and the busiest sites are the ones worth reading.
+  std::sort(s.leaked.begin(), s.leaked.end(),
+            [](const auto& a, const auto& b) { return a.held_seconds > b.held_seconds; });
+  if (s.leaked.size() > kMaxLeakedConnectionsReported)
+    s.leaked.resize(kMaxLeakedConnectionsReported);
+  std::sort(s.leak_sites.begin(), s.leak_sites.end(), [](const auto& a, const auto& b) {
+    return a.connections != b.connections ? a.connections > b.connections
+                                          : a.oldest_held_seconds > b.oldest_held_seconds;
+  });
+  if (s.leak_sites.size() > kMaxLeakSitesReported) s.leak_sites.resize(kMaxLeakSitesReported);
 }
 
 void PoolCore::record_error_locked(ErrorType type, const std::string& message,
@@ -496,6 +556,7 @@ void PoolCore::connector_loop() {
       continue;
     }
     if (consecutive_failures_ > 0) ++reconnects_;
+    const std::uint64_t generation = generation_;
     ++pending_;
     lock.unlock();
 
@@ -513,7 +574,10 @@ void PoolCore::connector_loop() {
 
     lock.lock();
     --pending_;
-    if (connection && (closing_ || stopping_threads_)) {
+    // Not wanted any more: shutting down, max_size lowered meanwhile, or
+    // opened with what a drain() during the connect meant to replace.
+    if (connection && (closing_ || stopping_threads_ || generation != generation_ ||
+                       slots_.size() >= max_size_)) {
       lock.unlock();
       connection.reset();
       lock.lock();
@@ -528,6 +592,7 @@ void PoolCore::connector_loop() {
       slot->created_at = connected;
       slot->expires_at = expiry_for(connected);
       slot->last_used = connected;
+      slot->generation = generation;
       Slot* raw = slot.get();
       const bool recovered = recovering_locked();
       slots_.push_back(std::move(slot));
@@ -547,10 +612,11 @@ void PoolCore::connector_loop() {
       if (!initialized_) outage_ended_at_ = connected;
       Waiter* wake = hand_to_waiter_locked(raw, connected);
       if (wake == nullptr) idle_.push_back(raw);
-      just_initialized = !initialized_ && slots_.size() >= config_.min_size;
+      just_initialized = !initialized_ && slots_.size() >= min_size_;
       if (just_initialized) initialized_ = true;
       if (auto t = update_state_locked(connected)) transitions.push_back(*t);
       const std::size_t total = slots_.size();
+      const std::size_t max_size = max_size_;
       lock.unlock();
       if (wake != nullptr) wake->cv.notify_one();
       notify_created(connected - connect_started);
@@ -562,8 +628,7 @@ void PoolCore::connector_loop() {
       }
       if (recovered) {
         log(LogLevel::kInfo,
-            fmt::format("Connection pool recovered: {}/{} connections available", total,
-                        config_.max_size),
+            fmt::format("Connection pool recovered: {}/{} connections available", total, max_size),
             {{"pool", config_.name}});
       }
     } else {
@@ -652,8 +717,7 @@ void PoolCore::maintain_once(Clock::time_point now) {
       std::optional<CloseReason> reason;
       if (now >= slot->expires_at) {
         reason = CloseReason::kLifetime;
-      } else if (slots_.size() > config_.min_size &&
-                 now - slot->last_used >= config_.max_idle_time) {
+      } else if (slots_.size() > min_size_ && now - slot->last_used >= config_.max_idle_time) {
         reason = CloseReason::kIdle;
       }
       if (!reason) {
@@ -663,6 +727,8 @@ void PoolCore::maintain_once(Clock::time_point now) {
       idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
       doomed.push_back(remove_slot_locked(slot, *reason));
     }
+    // Connections validated during a resize or drain come back to idle_.
+    remove_unwanted_idle_locked(doomed);
     if (config_.enable_leak_detection) {
       for (const auto& slot : slots_) {
         if (slot->lent && !slot->leak_reported &&
@@ -737,6 +803,8 @@ void PoolCore::validate_idle_connections(Clock::time_point now, bool all) {
         doomed = remove_slot_locked(slot, CloseReason::kValidation);
       } else if (closing_) {
         doomed = remove_slot_locked(slot, CloseReason::kShutdown);
+      } else if (const auto unwanted = unwanted_locked(*slot)) {
+        doomed = remove_slot_locked(slot, *unwanted);
       } else {
         last_health_check_ = finished;
         last_health_check_wall_ = clock_->wall_now();
@@ -841,9 +909,9 @@ PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
   s.active_connections = active_;
   s.waiting_requests = waiters_.size();
   s.pending_connections = pending_;
-  for (const auto& slot : slots_) s.leaked_connections += slot->lent && slot->leak_reported;
-  s.min_size = config_.min_size;
-  s.max_size = config_.max_size;
+  fill_leak_snapshot_locked(s, now);
+  s.min_size = min_size_;
+  s.max_size = max_size_;
   s.avg_acquisition_time_ms =
       acquisitions_ == 0 ? 0.0 : acquisition_ms_sum_ / static_cast<double>(acquisitions_);
   s.peak_active_connections = peak_active_;
@@ -860,6 +928,8 @@ PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
   s.reconnect_attempts = reconnects_;
   s.leaks_detected = leaks_detected_;
   s.leaks_returned = leaks_returned_;
+  s.resizes = resizes_;
+  s.drains = drains_;
   s.connections_closed = closed_;
   s.errors = errors_;
   s.pool_created_at = created_wall_;
@@ -872,6 +942,84 @@ PoolStatistics PoolCore::statistics_locked(Clock::time_point now) const {
   s.health = evaluate_health(s, health_thresholds());
   s.uptime_seconds = to_seconds(now - created_at_);
   return s;
+}
+
+// ---------------------------------------------------------------- resize and drain
+
+void PoolCore::set_max_size(std::size_t max_size) {
+  if (max_size < 1 || max_size > kMaxPoolSize) {
+    throw ConfigError("max_size", std::to_string(max_size),
+                      fmt::format("expected a whole number from 1 to {}", kMaxPoolSize));
+  }
+  std::vector<std::unique_ptr<Slot>> doomed;
+  std::optional<std::pair<PoolState, PoolState>> transition;
+  std::size_t previous = 0;
+  {
+    Lock lock(mutex_);
+    if (closing_) throw PoolClosed();
+    if (max_size < min_size_) {
+      throw ConfigError(
+          "max_size", std::to_string(max_size),
+          fmt::format("must not be below min_size ({}); lower min_size first", min_size_));
+    }
+    // release() puts connections back without allocating.
+    slots_.reserve(max_size);
+    idle_.reserve(max_size);
+    previous = max_size_;
+    max_size_ = max_size;
+    ++resizes_;
+    remove_unwanted_idle_locked(doomed);
+    if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+    transition = update_state_locked(clock_->now());
+  }
+  log(LogLevel::kInfo, fmt::format("Pool max_size changed: {} -> {}", previous, max_size),
+      {{"pool", config_.name},
+       {"max_size", max_size},
+       {"previous_max_size", previous},
+       {"closed_idle", doomed.size()}});
+  doomed.clear();
+  if (transition) log_transition(config_.name, transition->first, transition->second);
+}
+
+void PoolCore::set_min_size(std::size_t min_size) {
+  std::size_t previous = 0;
+  {
+    Lock lock(mutex_);
+    if (closing_) throw PoolClosed();
+    if (min_size > max_size_) {
+      throw ConfigError(
+          "min_size", std::to_string(min_size),
+          fmt::format("must not exceed max_size ({}); raise max_size first", max_size_));
+    }
+    previous = min_size_;
+    min_size_ = min_size;
+    ++resizes_;
+    if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+  }
+  log(LogLevel::kInfo, fmt::format("Pool min_size changed: {} -> {}", previous, min_size),
+      {{"pool", config_.name}, {"min_size", min_size}, {"previous_min_size", previous}});
+}
+
+std::pair<std::size_t, std::size_t> PoolCore::drain() {
+  std::vector<std::unique_ptr<Slot>> doomed;
+  std::size_t later = 0;
+  {
+    Lock lock(mutex_);
+    if (closing_) throw PoolClosed();
+    ++drains_;
+    ++generation_;
+    remove_unwanted_idle_locked(doomed);
+    // Lent out, or out for a validation: closed when they come back.
+    later = slots_.size();
+    if (connection_deficit_locked() > 0) connector_cv_.notify_one();
+  }
+  log(LogLevel::kInfo,
+      fmt::format("Pool drained: {} idle connections closed, {} in use are replaced when returned",
+                  doomed.size(), later),
+      {{"pool", config_.name}, {"closed_idle", doomed.size()}, {"replaced_later", later}});
+  const std::size_t closed = doomed.size();
+  doomed.clear();
+  return {closed, later};
 }
 
 bool PoolCore::wait_until_ready() {
@@ -1044,6 +1192,12 @@ void Pool::add_observer(std::shared_ptr<PoolObserver> observer) {
 }
 
 void Pool::remove_observer(const PoolObserver* observer) { core_->remove_observer(observer); }
+void Pool::set_max_size(std::size_t max_size) { core_->set_max_size(max_size); }
+void Pool::set_min_size(std::size_t min_size) { core_->set_min_size(min_size); }
+Pool::DrainResult Pool::drain() {
+  const auto [closed_idle, replaced_later] = core_->drain();
+  return DrainResult{closed_idle, replaced_later};
+}
 const PoolConfig& Pool::config() const noexcept { return core_->config(); }
 HealthThresholds Pool::health_thresholds() const noexcept {
   const auto& config = core_->config();

@@ -17,7 +17,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr std::size_t kMaxPoolSize = 10000;
 // Longest duration accepted anywhere: a year. Longer values are typos, and
 // the bound keeps every later arithmetic on time_points far from overflow.
 constexpr double kMaxDurationMs = 365.0 * 24 * 3600 * 1000;

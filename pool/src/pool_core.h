@@ -33,6 +33,7 @@ struct Slot {
   Clock::time_point created_at{};
   Clock::time_point expires_at{};  ///< created_at + lifetime - jitter
   Clock::time_point last_used{};   ///< last release (or creation)
+  std::uint64_t generation = 0;    ///< PoolCore::generation_ when opened; older ones are drained
 
   // Set while lent out (guarded by the pool mutex, read by the holder only
   // through the handle).
@@ -91,6 +92,9 @@ class PoolCore {
   void add_observer(std::shared_ptr<PoolObserver> observer);
   void remove_observer(const PoolObserver* observer);
   const PoolConfig& config() const noexcept { return config_; }
+  void set_max_size(std::size_t max_size);
+  void set_min_size(std::size_t min_size);
+  std::pair<std::size_t, std::size_t> drain();  // closed idle, lent out to replace later
 
  private:
   static constexpr std::size_t kMaxObservers = 8;
@@ -128,6 +132,15 @@ class PoolCore {
   std::unique_ptr<Slot> remove_slot_locked(Slot* slot, CloseReason reason)
       POOLSCOPE_REQUIRES(mutex_);
   std::size_t connection_deficit_locked() const POOLSCOPE_REQUIRES(mutex_);
+  /// Why an idle or returning connection must not be lent out again after a
+  /// resize or drain; nullopt when it may be.
+  std::optional<CloseReason> unwanted_locked(const Slot& slot) const POOLSCOPE_REQUIRES(mutex_);
+  /// Removes idle connections above max_size_ or from before the last drain;
+  /// the caller closes them after unlocking.
+  void remove_unwanted_idle_locked(std::vector<std::unique_ptr<Slot>>& doomed)
+      POOLSCOPE_REQUIRES(mutex_);
+  void fill_leak_snapshot_locked(PoolStatistics& s, Clock::time_point now) const
+      POOLSCOPE_REQUIRES(mutex_);
   /// The Pool is gone and no connection or release still needs the core.
   bool unowned_locked() const POOLSCOPE_REQUIRES(mutex_) {
     return orphaned_ && active_ == 0 && pins_ == 0;
@@ -193,6 +206,11 @@ class PoolCore {
   std::size_t validating_ POOLSCOPE_GUARDED_BY(mutex_) = 0;  // idle, out for SELECT 1
   std::size_t pending_ POOLSCOPE_GUARDED_BY(mutex_) = 0;     // being opened
   std::uint64_t next_id_ POOLSCOPE_GUARDED_BY(mutex_) = 1;
+  // The sizes in force: config_'s at start, then set_min_size()/set_max_size().
+  std::size_t min_size_ POOLSCOPE_GUARDED_BY(mutex_);
+  std::size_t max_size_ POOLSCOPE_GUARDED_BY(mutex_);
+  // Bumped by drain(); connections opened before the bump are recycled.
+  std::uint64_t generation_ POOLSCOPE_GUARDED_BY(mutex_) = 0;
   bool closing_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool stopping_threads_ POOLSCOPE_GUARDED_BY(mutex_) = false;
   bool initialized_ POOLSCOPE_GUARDED_BY(mutex_) = false;       // min_size reached once
@@ -211,7 +229,8 @@ class PoolCore {
   // Statistics (guarded by mutex_ so that every snapshot is consistent).
   StatsWindow window_ POOLSCOPE_GUARDED_BY(mutex_);
   std::uint64_t acquisitions_ = 0, releases_ = 0, timeouts_ = 0, created_ = 0, failures_ = 0,
-                reconnects_ = 0, leaks_detected_ = 0, leaks_returned_ = 0;
+                reconnects_ = 0, leaks_detected_ = 0, leaks_returned_ = 0, resizes_ = 0,
+                drains_ = 0;
   double acquisition_ms_sum_ = 0.0, peak_wait_ms_ = 0.0;
   std::size_t peak_active_ = 0;
   std::array<std::uint64_t, kCloseReasonCount> closed_{};

@@ -1,15 +1,15 @@
 #include "poolscope/pool_metrics.h"
 
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
 #include <algorithm>
 #include <cctype>
 #include <stdexcept>
 
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
-
 #include "poolscope/error.h"
-#include "thread_annotations.h"
 #include "poolscope/pool.h"
+#include "thread_annotations.h"
 
 namespace poolscope {
 namespace {
@@ -112,6 +112,19 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
           n(s.pending_connections));
   out.add("connections_leaked", "Connections held longer than the leak detection timeout", gauge,
           pool, n(s.leaked_connections));
+  out.add("oldest_held_connection_seconds",
+          "Age of the longest-held connection now lent out, leaked or not (0 when none is)", gauge,
+          pool, s.oldest_held_seconds);
+  // At most kMaxLeakSitesReported series per pool: the sites with the most
+  // leaked connections right now.
+  for (const LeakSite& site : s.leak_sites) {
+    L labels{{"function", site.function},
+             {"pool", s.pool_name},
+             {"site", site.file + ":" + std::to_string(site.line)}};
+    out.add("leaked_connections_by_site",
+            "Connections held longer than the leak detection timeout, by acquisition site", gauge,
+            std::move(labels), n(site.connections));
+  }
   out.add("waiting_requests", "Number of requests waiting for connections", gauge, pool,
           n(s.waiting_requests));
   out.add("max_connections", "Configured maximum pool size", gauge, pool, n(s.max_size));
@@ -146,6 +159,9 @@ void collect_pool(FamilyBuilder& out, const PoolStatistics& s, const std::string
   }
   out.add("leaks_detected_total", "Connections reported as potentially leaked", counter, pool,
           n(s.leaks_detected));
+  out.add("resizes_total", "Run-time changes of max_size or min_size", counter, pool, n(s.resizes));
+  out.add("drains_total", "Run-time drains (every connection recycled)", counter, pool,
+          n(s.drains));
   out.add("reconnect_attempts_total", "Reconnection attempts while the database was unreachable",
           counter, pool, n(s.reconnect_attempts));
   out.add("created_timestamp_seconds", "Unix time the pool was created", gauge, pool,
@@ -178,8 +194,8 @@ void collect_pool_otel(FamilyBuilder& out, const PoolStatistics& s) {
           gauge, pool, n(s.max_size));
   out.add("db_client_connection_idle_min", "The minimum number of idle open connections allowed",
           gauge, pool, n(s.min_size));
-  out.add("db_client_connection_max", "The maximum number of open connections allowed", gauge,
-          pool, n(s.max_size));
+  out.add("db_client_connection_max", "The maximum number of open connections allowed", gauge, pool,
+          n(s.max_size));
   out.add("db_client_connection_pending_requests",
           "The number of current pending requests for an open connection", gauge, pool,
           n(s.waiting_requests));
@@ -255,8 +271,9 @@ PoolMetrics::PoolMetrics(std::shared_ptr<prometheus::Registry> registry, Metrics
                              .Register(*state_->registry);
     state_->otel_use = &prometheus::BuildHistogram()
                             .Name("db_client_connection_use_time_seconds")
-                            .Help("The time between borrowing a connection and returning it to "
-                                  "the pool")
+                            .Help(
+                                "The time between borrowing a connection and returning it to "
+                                "the pool")
                             .Register(*state_->registry);
     state_->otel_create = &prometheus::BuildHistogram()
                                .Name("db_client_connection_create_time_seconds")

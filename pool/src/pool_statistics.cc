@@ -31,6 +31,8 @@ std::string_view to_string(CloseReason reason) noexcept {
     case CloseReason::kBroken: return "broken";
     case CloseReason::kValidation: return "validation";
     case CloseReason::kShutdown: return "shutdown";
+    case CloseReason::kResize: return "resize";
+    case CloseReason::kDrain: return "drain";
   }
   return "broken";
 }

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -82,11 +83,20 @@ class EndpointsTest : public ::testing::Test {
       return stats_;
     };
     sources.metrics = [this] { return registry_->Collect(); };
+    sources.actions.resize = [this](std::optional<std::size_t>, std::optional<std::size_t>) {
+      ++actions_run_;
+      return nlohmann::json::object();
+    };
+    sources.actions.drain = [this] {
+      ++actions_run_;
+      return nlohmann::json::object();
+    };
     return Endpoints(std::move(options), std::move(sources), std::move(auth), std::move(limiter));
   }
 
   PoolStatistics stats_;
   bool fail_statistics_ = false;
+  int actions_run_ = 0;
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
 };
 
@@ -274,6 +284,44 @@ TEST_F(EndpointsTest, EveryEndpointNeedsCredentialsWhenUsersAreConfigured) {
   EXPECT_EQ(endpoints.handle(request).status, 200);
   request.authorization = "Basic cHJvbWV0aGV1czpzY3JhcEU=";  // prometheus:scrapE
   EXPECT_EQ(endpoints.handle(request).status, 401);
+}
+
+HttpRequest mcp_call(std::string_view method, nlohmann::json params) {
+  HttpRequest request;
+  request.method = "POST";
+  request.path = "/mcp";
+  request.accept = "application/json, text/event-stream";
+  nlohmann::json message = {{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}};
+  if (!params.is_null()) message["params"] = std::move(params);
+  request.body = message.dump();
+  return request;
+}
+
+TEST_F(EndpointsTest, McpToolsExistOnlyWithBasicAuth) {
+  const nlohmann::json drain = {{"name", "pool_drain"}, {"arguments", nlohmann::json::object()}};
+  {
+    Endpoints open = make();
+    const auto answer = nlohmann::json::parse(open.handle(mcp_call("tools/list", {})).body);
+    EXPECT_EQ(answer["error"]["code"], -32601) << answer;  // no such method without auth
+    const auto call = nlohmann::json::parse(open.handle(mcp_call("tools/call", drain)).body);
+    EXPECT_EQ(call["error"]["code"], -32601) << call;
+    EXPECT_EQ(actions_run_, 0);
+  }
+  Endpoints guarded =
+      make({}, std::make_unique<BasicAuthenticator>(
+                   std::map<std::string, std::string>{{"operator", bcrypt("rotate")}}));
+  HttpRequest list = mcp_call("tools/list", {});
+  EXPECT_EQ(guarded.handle(list).status, 401);  // the tools need the credentials too
+  list.authorization = "Basic b3BlcmF0b3I6cm90YXRl";  // operator:rotate
+  const auto tools = nlohmann::json::parse(guarded.handle(list).body)["result"]["tools"];
+  ASSERT_EQ(tools.size(), 2u);
+  EXPECT_EQ(tools[0]["name"], "pool_resize");
+  EXPECT_EQ(tools[1]["name"], "pool_drain");
+  HttpRequest call = mcp_call("tools/call", drain);
+  call.authorization = list.authorization;
+  const auto result = nlohmann::json::parse(guarded.handle(call).body)["result"];
+  EXPECT_EQ(result["isError"], false) << result;
+  EXPECT_EQ(actions_run_, 1);
 }
 
 TEST_F(EndpointsTest, RateLimitAnswers429) {

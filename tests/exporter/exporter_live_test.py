@@ -105,7 +105,7 @@ class LiveExporterTest(unittest.TestCase):
         self.assertEqual(response.status, 200)
         self.assertEqual(response.header("Content-Type"), "application/json")
         document = json.loads(response.body)
-        self.assertEqual(set(document), {"status", "timestamp", "database", "uptime_seconds"})
+        self.assertEqual(set(document), {"status", "timestamp", "database", "leaks", "uptime_seconds"})
         self.assertEqual(set(document["database"]), {"status", "pool", "latency_ms", "last_error"})
         self.assertEqual(set(document["database"]["pool"]), {"total", "idle", "active", "waiting"})
         self.assertIn(document["status"], ("healthy", "degraded", "unhealthy"))
@@ -151,7 +151,7 @@ class LiveExporterTest(unittest.TestCase):
             "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
         self.assertEqual(response.status, 200)
         content = json.loads(response.body)["result"]["contents"][0]
-        self.assertEqual(set(json.loads(content["text"])), {"status", "timestamp", "database", "uptime_seconds"})
+        self.assertEqual(set(json.loads(content["text"])), {"status", "timestamp", "database", "leaks", "uptime_seconds"})
 
     def test_malformed_requests_get_the_right_status_and_serving_continues(self):
         port = self.exporter.port

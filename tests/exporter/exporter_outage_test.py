@@ -64,7 +64,7 @@ class OutageTest(unittest.TestCase):
                 lambda: (lambda s: s if s[0] == 503 else None)(self.health(exporter)), 120,
                 what="/health 503 with the database down")
             self.assertNotEqual(document["database"]["status"], "connected")
-            self.assertEqual(set(document), {"status", "timestamp", "database", "uptime_seconds"})
+            self.assertEqual(set(document), {"status", "timestamp", "database", "leaks", "uptime_seconds"})
             self.assertEqual(document["status"], "unhealthy")
             # Scrapes keep working during the outage.
             text = harness.scrape(exporter)

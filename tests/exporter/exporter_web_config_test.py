@@ -9,6 +9,7 @@ invalid files (unknown keys, bad hashes, TLS) refused with exit 2 and one line.
 import argparse
 import base64
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,71 @@ class BasicAuthTest(unittest.TestCase):
         response = harness.request(self.exporter.url("/health"),
                                    headers={"Authorization": basic("operator", "op-pass")})
         self.assertIn(response.status, (200, 503))
+
+    def mcp(self, method, params=None):
+        message = {"jsonrpc": "2.0", "id": 1, "method": method}
+        if params is not None:
+            message["params"] = params
+        response = harness.request(
+            self.exporter.url("/mcp"), method="POST", body=json.dumps(message).encode(),
+            headers={"Authorization": basic("operator", "op-pass"),
+                     "Content-Type": "application/json",
+                     "Accept": "application/json, text/event-stream"})
+        self.assertEqual(response.status, 200)
+        return json.loads(response.body)
+
+    def metric(self, name, labels=""):
+        text = harness.scrape(self.exporter,
+                              headers={"Authorization": basic("prometheus", "scrape-pass")})
+        _, samples = harness.parse_metrics(text)
+        for series_labels, value in samples.get(name, []):
+            if labels in series_labels:
+                return value
+        self.fail(f"no {name}{labels} in the scrape")
+
+    def test_mcp_tools_resize_and_drain_the_live_pool(self):
+        harness.poll(lambda: self.metric("codebase_mcp_pool_connections_total") > 0, 60,
+                     what="the pool's first connections")
+        tools = self.mcp("tools/list")["result"]["tools"]
+        self.assertEqual([tool["name"] for tool in tools], ["pool_resize", "pool_drain"])
+
+        resized = self.mcp("tools/call", {"name": "pool_resize",
+                                          "arguments": {"max_size": 7, "min_size": 2}})["result"]
+        self.assertFalse(resized["isError"], resized)
+        self.assertEqual(resized["structuredContent"]["max_size"], 7)
+        self.assertEqual(resized["structuredContent"]["min_size"], 2)
+        self.assertEqual(self.metric("codebase_mcp_pool_max_connections"), 7)
+        self.assertEqual(self.metric("codebase_mcp_pool_min_connections"), 2)
+        self.assertEqual(self.metric("codebase_mcp_pool_resizes_total"), 2)  # max, then min
+
+        refused = self.mcp("tools/call", {"name": "pool_resize",
+                                          "arguments": {"min_size": 8}})["result"]
+        self.assertTrue(refused["isError"])
+        self.assertEqual(refused["content"][0]["text"],
+                         "invalid min_size='8': must not exceed max_size (7); raise max_size first")
+        bad = self.mcp("tools/call", {"name": "pool_resize", "arguments": {"max_size": "7"}})
+        self.assertTrue(bad["result"]["isError"])
+        self.assertIn("max_size must be a whole number", bad["result"]["content"][0]["text"])
+        self.assertEqual(self.metric("codebase_mcp_pool_resizes_total"), 2)
+
+        drained = self.mcp("tools/call", {"name": "pool_drain"})["result"]
+        self.assertFalse(drained["isError"], drained)
+        closed_idle = drained["structuredContent"]["closed_idle"]
+        self.assertGreaterEqual(closed_idle, 1)  # nothing uses the pool: all were idle
+        self.assertEqual(self.metric("codebase_mcp_pool_drains_total"), 1)
+        # Plus any that was out for a background validation during the drain.
+        self.assertGreaterEqual(
+            self.metric("codebase_mcp_pool_connections_closed_total", 'reason="drain"'), closed_idle)
+        # Replaced up to min_size by fresh connections.
+        harness.poll(lambda: self.metric("codebase_mcp_pool_connections_total") >= 2, 60,
+                     what="replacement connections after the drain")
+
+    def test_health_lists_leaks(self):
+        response = harness.request(self.exporter.url("/health"),
+                                   headers={"Authorization": basic("operator", "op-pass")})
+        leaks = json.loads(response.body)["leaks"]
+        self.assertEqual(sorted(leaks), ["connections", "count", "oldest_held_seconds", "sites"])
+        self.assertEqual((leaks["count"], leaks["connections"], leaks["sites"]), (0, [], []))
 
     def test_configured_headers_are_sent(self):
         response = harness.request(self.exporter.url("/health"))

@@ -34,10 +34,10 @@ PoolStatistics serving_pool() {
   return stats;
 }
 
-TEST(HealthDocument, HasExactlyTheGuidesFields) {
+TEST(HealthDocument, HasTheGuidesFieldsPlusLeaks) {
   const json document = health_document(serving_pool(), at(1760365800000ms));
   EXPECT_EQ(keys(document),
-            (std::set<std::string>{"status", "timestamp", "database", "uptime_seconds"}));
+            (std::set<std::string>{"status", "timestamp", "database", "leaks", "uptime_seconds"}));
   EXPECT_EQ(keys(document["database"]),
             (std::set<std::string>{"status", "pool", "latency_ms", "last_error"}));
   EXPECT_EQ(keys(document["database"]["pool"]),
@@ -162,6 +162,38 @@ TEST(StatisticsDocument, UnsetTimestampsAreNull) {
   EXPECT_TRUE(document["last_health_check"].is_null());
   EXPECT_TRUE(document["last_error_time"].is_null());
   EXPECT_TRUE(document["last_error"].is_null());
+}
+
+TEST(HealthDocument, ListsLeakedConnectionsWithTheirSites) {
+  PoolStatistics stats = serving_pool();
+  stats.leaked_connections = 12;  // more than the snapshot lists
+  stats.oldest_held_seconds = 95.5;
+  stats.leaked.push_back(LeakedConnection{7, 95.5, "src/orders.cc", 42, "void place_order()"});
+  stats.leak_sites.push_back(LeakSite{"src/orders.cc", 42, "void place_order()", 12, 95.5});
+  const json document = health_document(stats, at(1760365800000ms));
+  const json& leaks = document["leaks"];
+  EXPECT_EQ(leaks["count"], 12);
+  EXPECT_EQ(leaks["oldest_held_seconds"], 95.5);
+  ASSERT_EQ(leaks["connections"].size(), 1u);
+  EXPECT_EQ(leaks["connections"][0],
+            (json{{"id", "conn_7"},
+                  {"held_seconds", 95.5},
+                  {"site", "src/orders.cc:42"},
+                  {"function", "void place_order()"}}));
+  ASSERT_EQ(leaks["sites"].size(), 1u);
+  EXPECT_EQ(leaks["sites"][0], (json{{"site", "src/orders.cc:42"},
+                                     {"function", "void place_order()"},
+                                     {"connections", 12},
+                                     {"oldest_held_seconds", 95.5}}));
+  EXPECT_EQ(statistics_document(stats)["leaks"], leaks);
+}
+
+TEST(HealthDocument, NoLeaksGiveEmptyLists) {
+  const json leaks = health_document(serving_pool(), at(1760365800000ms))["leaks"];
+  EXPECT_EQ(leaks, (json{{"count", 0},
+                         {"oldest_held_seconds", 0.0},
+                         {"connections", json::array()},
+                         {"sites", json::array()}}));
 }
 
 }  // namespace

@@ -127,7 +127,7 @@ http {{
             self.assertEqual(health.returncode, 0, health.stderr.decode())
             body, _, version = health.stdout.rpartition(b"\n")
             self.assertEqual(version, b"2")
-            self.assertEqual(set(json.loads(body)), {"status", "timestamp", "database", "uptime_seconds"})
+            self.assertEqual(set(json.loads(body)), {"status", "timestamp", "database", "leaks", "uptime_seconds"})
 
             # The certificate is really checked: without the CA curl refuses.
             untrusted = self.curl(f"{base}/metrics")

@@ -7,11 +7,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace poolscope::exporter {
@@ -651,6 +653,163 @@ TEST_F(McpServerTest, WrongTypesInEveryMemberAreHandled) {
       }
     }
   }
+}
+
+// ---- tools ------------------------------------------------------------------
+
+TEST_F(McpServerTest, WithoutActionsThereAreNoTools) {
+  EXPECT_FALSE(server_.has_tools());
+  const json init = call(request(1, "initialize", initialize_params("2025-06-18")));
+  EXPECT_FALSE(init["result"]["capabilities"].contains("tools"));
+  EXPECT_EQ(error_code(call(request(2, "tools/list"))), -32601);
+  EXPECT_EQ(error_code(call(request(3, "tools/call", {{"name", "pool_drain"}}))), -32601);
+}
+
+class McpToolsTest : public McpServerTest {
+ protected:
+  McpServer make_tool_server() {
+    McpServer::Actions actions;
+    actions.resize = [this](std::optional<std::size_t> max_size,
+                            std::optional<std::size_t> min_size) -> json {
+      if (refuse_) throw McpServer::ActionError("invalid max_size='1': lower min_size first");
+      resizes_.emplace_back(max_size, min_size);
+      return {{"max_size", max_size.value_or(10)}, {"min_size", min_size.value_or(2)}};
+    };
+    actions.drain = [this]() -> json {
+      if (fail_) throw std::runtime_error("secret internals");
+      ++drains_;
+      return {{"closed_idle", 3}, {"replaced_later", 1}};
+    };
+    return McpServer({.health = [] { return health_document(); },
+                      .statistics = [] { return statistics_document(); }},
+                     "poolscope-exporter", "1.2.3", std::move(actions));
+  }
+
+  json call_tool(std::string_view name, json arguments) {
+    json params = {{"name", name}};
+    if (!arguments.is_null()) params["arguments"] = std::move(arguments);
+    const HttpResponse response =
+        tools_.handle("POST", kClientAccept, request(7, "tools/call", params).dump());
+    EXPECT_EQ(response.status, 200);
+    json answer = json::parse(response.body);
+    expect_envelope(answer);
+    return answer;
+  }
+
+  // The text of a tool result that reports an error.
+  static std::string refusal(const json& answer) {
+    const json& result = answer.at("result");
+    EXPECT_EQ(result.at("isError"), true) << answer;
+    return result.at("content").at(0).at("text").get<std::string>();
+  }
+
+  std::vector<std::pair<std::optional<std::size_t>, std::optional<std::size_t>>> resizes_;
+  int drains_ = 0;
+  bool refuse_ = false;
+  bool fail_ = false;
+  McpServer tools_ = make_tool_server();
+};
+
+TEST_F(McpToolsTest, InitializeDeclaresTheToolsCapability) {
+  const HttpResponse response = tools_.handle(
+      "POST", kClientAccept, request(1, "initialize", initialize_params("2025-06-18")).dump());
+  const json result = json::parse(response.body)["result"];
+  EXPECT_EQ(result["capabilities"]["tools"], json::object());
+  EXPECT_NE(result["instructions"].get<std::string>().find("pool_resize"), std::string::npos);
+}
+
+TEST_F(McpToolsTest, ToolsListDescribesBothToolsWithStrictSchemas) {
+  const HttpResponse response =
+      tools_.handle("POST", kClientAccept, request(1, "tools/list").dump());
+  const json tools = json::parse(response.body)["result"]["tools"];
+  ASSERT_EQ(tools.size(), 2u);
+  const json& resize = tools[0];
+  EXPECT_EQ(resize["name"], "pool_resize");
+  EXPECT_EQ(resize["inputSchema"]["type"], "object");
+  EXPECT_EQ(resize["inputSchema"]["additionalProperties"], false);
+  EXPECT_EQ(resize["inputSchema"]["properties"]["max_size"]["type"], "integer");
+  EXPECT_EQ(resize["inputSchema"]["properties"]["max_size"]["minimum"], 1);
+  EXPECT_EQ(resize["inputSchema"]["properties"]["min_size"]["minimum"], 0);
+  EXPECT_EQ(resize["inputSchema"]["properties"]["min_size"]["maximum"], 10000);
+  EXPECT_EQ(tools[1]["name"], "pool_drain");
+  EXPECT_EQ(tools[1]["inputSchema"]["properties"], json::object());
+}
+
+TEST_F(McpToolsTest, ResizePassesTheSizesAndReturnsTheResult) {
+  const json answer = call_tool("pool_resize", {{"max_size", 20}, {"min_size", 4}});
+  const json& result = answer["result"];
+  EXPECT_EQ(result["isError"], false);
+  EXPECT_EQ(result["structuredContent"], (json{{"max_size", 20}, {"min_size", 4}}));
+  EXPECT_EQ(json::parse(result["content"][0]["text"].get<std::string>()),
+            result["structuredContent"]);
+  ASSERT_EQ(resizes_.size(), 1u);
+  EXPECT_EQ(resizes_[0].first, std::optional<std::size_t>(20));
+  EXPECT_EQ(resizes_[0].second, std::optional<std::size_t>(4));
+  call_tool("pool_resize", {{"max_size", 5}});
+  ASSERT_EQ(resizes_.size(), 2u);
+  EXPECT_EQ(resizes_[1].second, std::nullopt);
+}
+
+TEST_F(McpToolsTest, BadResizeArgumentsAreRefusedWithTheReason) {
+  EXPECT_EQ(refusal(call_tool("pool_resize", json::object())),
+            "Invalid arguments: pool_resize needs max_size, min_size or both");
+  EXPECT_EQ(refusal(call_tool("pool_resize", nullptr)),
+            "Invalid arguments: pool_resize needs max_size, min_size or both");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", 0}})),
+            "Invalid arguments: max_size must be a whole number from 1 to 10000, got 0");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", 10001}})),
+            "Invalid arguments: max_size must be a whole number from 1 to 10000, got 10001");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"min_size", -1}})),
+            "Invalid arguments: min_size must be a whole number from 0 to 10000, got -1");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", 2.5}})),
+            "Invalid arguments: max_size must be a whole number from 1 to 10000, got 2.5");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", "20"}})),
+            "Invalid arguments: max_size must be a whole number from 1 to 10000, got \"20\"");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", 20}, {"size", 3}})),
+            "Invalid arguments: unknown argument 'size'; pool_resize takes max_size and min_size");
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", 3}, {"min_size", 4}})),
+            "Invalid arguments: min_size (4) must not exceed max_size (3)");
+  EXPECT_EQ(refusal(call_tool("pool_resize", json::array({20}))),
+            "Invalid arguments: arguments must be an object");
+  EXPECT_TRUE(resizes_.empty());  // nothing reached the pool
+}
+
+TEST_F(McpToolsTest, ARefusedActionIsAToolErrorWithItsMessage) {
+  refuse_ = true;
+  EXPECT_EQ(refusal(call_tool("pool_resize", {{"max_size", 1}})),
+            "invalid max_size='1': lower min_size first");
+}
+
+TEST_F(McpToolsTest, DrainRunsAndTakesNoArguments) {
+  const json answer = call_tool("pool_drain", nullptr);
+  EXPECT_EQ(answer["result"]["structuredContent"], (json{{"closed_idle", 3}, {"replaced_later", 1}}));
+  EXPECT_EQ(drains_, 1);
+  EXPECT_EQ(refusal(call_tool("pool_drain", {{"force", true}})),
+            "Invalid arguments: pool_drain takes no arguments, got 'force'");
+  EXPECT_EQ(drains_, 1);
+}
+
+TEST_F(McpToolsTest, AnUnexpectedFailureHidesItsMessage) {
+  fail_ = true;
+  const json answer = call_tool("pool_drain", nullptr);
+  EXPECT_EQ(error_code(answer), -32603);
+  EXPECT_EQ(answer.dump().find("secret"), std::string::npos);
+}
+
+TEST_F(McpToolsTest, AnUnknownToolIsInvalidParams) {
+  const json answer = call_tool("pool_shutdown", nullptr);
+  EXPECT_EQ(error_code(answer), -32602);
+  EXPECT_EQ(answer["error"]["data"]["name"], "pool_shutdown");
+  EXPECT_EQ(error_code(call_tool("", nullptr)), -32602);
+}
+
+TEST(McpServerConstruction, RejectsOnlyOneAction) {
+  McpServer::Actions actions;
+  actions.drain = [] { return json::object(); };
+  EXPECT_THROW(McpServer({.health = [] { return json::object(); },
+                          .statistics = [] { return json::object(); }},
+                         "x", "1", actions),
+               std::invalid_argument);
 }
 
 TEST_F(McpServerTest, ConcurrentRequestsAllGetTheirOwnAnswers) {

@@ -257,5 +257,49 @@ TEST_F(PoolMetricsTest, AcquisitionBucketsIncludeSubMillisecondAndTheGuides) {
   EXPECT_TRUE(std::is_sorted(buckets.begin(), buckets.end()));
 }
 
+TEST_F(PoolMetricsTest, LeakSitesOldestHeldAgeAndRunTimeActionsArePublished) {
+  PoolConfig c;
+  c.name = "orders";
+  c.leak_detection_timeout = std::chrono::seconds(30);
+  Pool p(c, std::make_shared<FakeFactory>(server_), clock_);
+  ASSERT_TRUE(p.wait_until_ready());
+  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3"});
+  metrics.add(p);
+  EXPECT_NE(scrape(registry_, metrics)
+                .find("codebase_mcp_pool_oldest_held_connection_seconds{pool=\"orders\"} 0"),
+            std::string::npos);
+  EXPECT_EQ(scrape(registry_, metrics).find("leaked_connections_by_site"), std::string::npos);
+
+  const int acquire_line = __LINE__ + 1;
+  auto leaked = p.acquire();
+  clock_->advance(std::chrono::seconds(31));
+  ASSERT_TRUE(testing::eventually([&] { return p.get_statistics().leaked_connections == 1; }));
+  p.set_max_size(20);
+  const std::size_t drained = p.drain().closed_idle;
+  ASSERT_GT(drained, 0u);
+  const std::string text = scrape(registry_, metrics);
+  EXPECT_NE(text.find("codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"drain\"} " +
+                      std::to_string(drained) + "\n"),
+            std::string::npos)
+      << text;
+  const std::string site_series =
+      "pool_metrics_test.cc:" + std::to_string(acquire_line) + "\"} 1";
+  const auto by_site = text.find("codebase_mcp_pool_leaked_connections_by_site{function=\"");
+  ASSERT_NE(by_site, std::string::npos) << text;
+  EXPECT_NE(text.find(site_series, by_site), std::string::npos) << text;
+  for (const std::string expected :
+       {"# TYPE codebase_mcp_pool_leaked_connections_by_site gauge",
+        "codebase_mcp_pool_oldest_held_connection_seconds{pool=\"orders\"} 31",
+        "codebase_mcp_pool_max_connections{pool=\"orders\"} 20",
+        "# TYPE codebase_mcp_pool_resizes_total counter",
+        "codebase_mcp_pool_resizes_total{pool=\"orders\"} 1",
+        "codebase_mcp_pool_drains_total{pool=\"orders\"} 1",
+        "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"resize\"} 0"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
+  }
+  leaked.release();
+  EXPECT_EQ(scrape(registry_, metrics).find("leaked_connections_by_site"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace poolscope

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <source_location>
 
@@ -78,7 +79,39 @@ class Pool {
   /// object alive until the pool is destroyed. Thread-safe.
   void remove_observer(const PoolObserver* observer);
 
-  /// The validated configuration this pool runs with.
+  /// Changes the maximum number of connections at run time. Growing lets
+  /// queued acquire() calls get new connections at once. Shrinking closes
+  /// surplus idle connections now and never one in use: surplus connections
+  /// are closed as they come back, so total_connections may exceed max_size
+  /// until then. Throws ConfigError when `max_size` is 0, above 10000 or
+  /// below the current min_size (lower min_size first), PoolClosed after
+  /// shutdown(). Thread-safe.
+  void set_max_size(std::size_t max_size);
+
+  /// Changes the number of connections kept open even when idle. Growing
+  /// opens the missing connections in the background; shrinking lets idle
+  /// connections above it close after max_idle_time as usual. Throws
+  /// ConfigError when `min_size` exceeds the current max_size (raise max_size
+  /// first), PoolClosed after shutdown(). Thread-safe.
+  void set_min_size(std::size_t min_size);
+
+  /// What drain() did.
+  struct DrainResult {
+    std::size_t closed_idle = 0;      ///< idle connections closed at once
+    std::size_t replaced_later = 0;   ///< lent out now, closed when they come back
+  };
+
+  /// Recycles every connection gracefully, e.g. after rotating the database
+  /// password or a failover: idle connections are closed now and replaced
+  /// (up to min_size) by fresh ones, connections in use are closed when they
+  /// come back, and connections being opened while drain() runs are discarded
+  /// and opened again. Never interrupts a caller. Throws PoolClosed after
+  /// shutdown(). Thread-safe.
+  DrainResult drain();
+
+  /// The startup configuration this pool was validated with. min_size and
+  /// max_size here do not follow set_min_size()/set_max_size(); the current
+  /// values are in get_statistics().
   const PoolConfig& config() const noexcept;
 
   /// Health thresholds from the configuration.

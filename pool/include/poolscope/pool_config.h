@@ -10,6 +10,9 @@
 
 namespace poolscope {
 
+/// The largest max_size accepted (configuration and Pool::set_max_size()).
+inline constexpr std::size_t kMaxPoolSize = 10000;
+
 /// Severity threshold for the pool's log lines.
 enum class LogLevel { kDebug, kInfo, kWarning, kError, kCritical };
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace poolscope {
 
@@ -28,8 +29,9 @@ enum class PoolState {
 inline constexpr std::size_t kPoolStateCount = 7;
 
 /// Why the pool closed a connection (the `reason` label of connections_closed_total).
-enum class CloseReason { kLifetime, kIdle, kBroken, kValidation, kShutdown };
-inline constexpr std::size_t kCloseReasonCount = 5;
+/// kResize: surplus after max_size was lowered; kDrain: recycled by drain().
+enum class CloseReason { kLifetime, kIdle, kBroken, kValidation, kShutdown, kResize, kDrain };
+inline constexpr std::size_t kCloseReasonCount = 7;
 
 /// The fixed set of error types (the `error_type` label of errors_total).
 enum class ErrorType {
@@ -46,6 +48,25 @@ std::string_view to_string(PoolState state) noexcept;      ///< "healthy", "shut
 std::string_view to_string(CloseReason reason) noexcept;   ///< "lifetime", "idle", …
 std::string_view to_string(ErrorType type) noexcept;       ///< "connection_failed", …
 
+/// A connection held longer than the leak detection timeout, and where it was
+/// acquired (the caller of Pool::acquire()).
+struct LeakedConnection {
+  std::uint64_t connection_id = 0;  ///< "conn_<id>" in logs
+  double held_seconds = 0.0;        ///< since acquire() handed it out
+  std::string file;                 ///< source file of the acquire() call
+  std::uint32_t line = 0;
+  std::string function;             ///< enclosing function, as the compiler names it
+};
+
+/// The leaked connections acquired at one source location.
+struct LeakSite {
+  std::string file;
+  std::uint32_t line = 0;
+  std::string function;
+  std::size_t connections = 0;      ///< leaked right now from this site
+  double oldest_held_seconds = 0.0;
+};
+
 /// A consistent snapshot of a pool, taken under its lock in one step.
 ///
 /// Field names are the health document's; `recent_*` fields cover the
@@ -60,8 +81,18 @@ struct PoolStatistics {
   std::size_t waiting_requests = 0;     ///< acquire() calls queued for a connection
   std::size_t pending_connections = 0;  ///< connections being opened right now
   std::size_t leaked_connections = 0;   ///< held longer than the leak timeout right now
-  std::size_t min_size = 0;
-  std::size_t max_size = 0;
+  std::size_t min_size = 0;  ///< current value (set_min_size() changes it)
+  std::size_t max_size = 0;  ///< current value (set_max_size() changes it)
+  /// Age of the longest-held connection now lent out (leaked or not); 0 when
+  /// none is lent out.
+  double oldest_held_seconds = 0.0;
+  /// The longest-held leaked connections, oldest first, at most
+  /// kMaxLeakedConnectionsReported of the leaked_connections.
+  std::vector<LeakedConnection> leaked;
+  /// Leaked connections grouped by acquisition site, most connections first,
+  /// at most kMaxLeakSitesReported sites; leaks from further sites are only
+  /// in leaked_connections.
+  std::vector<LeakSite> leak_sites;
 
   double avg_acquisition_time_ms = 0.0;     ///< mean over the lifetime
   std::size_t peak_active_connections = 0;  ///< lifetime maximum
@@ -78,6 +109,8 @@ struct PoolStatistics {
   std::uint64_t reconnect_attempts = 0;
   std::uint64_t leaks_detected = 0;
   std::uint64_t leaks_returned = 0;  ///< leaked connections that came back later
+  std::uint64_t resizes = 0;  ///< calls of set_max_size() and set_min_size() that succeeded
+  std::uint64_t drains = 0;   ///< calls of drain()
   std::array<std::uint64_t, kCloseReasonCount> connections_closed{};  ///< by CloseReason
   std::array<std::uint64_t, kErrorTypeCount> errors{};                ///< by ErrorType
 
@@ -100,6 +133,11 @@ struct PoolStatistics {
     return errors[static_cast<std::size_t>(type)];
   }
 };
+
+/// Bounds of PoolStatistics::leaked and ::leak_sites, so that a pool leaking
+/// thousands of connections still gives a small snapshot.
+inline constexpr std::size_t kMaxLeakedConnectionsReported = 10;
+inline constexpr std::size_t kMaxLeakSitesReported = 5;
 
 /// Health thresholds: healthy at 80% headroom or more, degraded at 50%,
 /// degraded when a wait in the window exceeded 100 ms.

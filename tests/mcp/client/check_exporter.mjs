@@ -69,6 +69,9 @@ function checkHealthDocument(doc) {
   assert.equal(pool.total, pool.idle + pool.active, 'total == idle + active');
   assert.ok(doc.database.latency_ms === null || typeof doc.database.latency_ms === 'number');
   assert.ok(doc.database.last_error === null || typeof doc.database.last_error === 'string');
+  assert.ok(isCount(doc.leaks.count), `leaks.count = ${doc.leaks.count}`);
+  assert.equal(typeof doc.leaks.oldest_held_seconds, 'number');
+  assert.ok(Array.isArray(doc.leaks.connections) && Array.isArray(doc.leaks.sites));
   assert.equal(typeof doc.uptime_seconds, 'number');
   assert.ok(doc.uptime_seconds >= 0);
 }
