@@ -1,6 +1,6 @@
 #include "exporter_options.h"
 
-#include <civetweb.h>
+#include <boost/version.hpp>
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
@@ -262,8 +262,8 @@ void check_telemetry_path(const std::string& path) {
 }  // namespace
 
 std::string version_text() {
-  return fmt::format("poolscope-exporter {} (civetweb {}, libpq {})", POOLSCOPE_VERSION,
-                     mg_version(), PQlibVersion());
+  return fmt::format("poolscope-exporter {} (Boost.Beast {}.{}, libpq {})", POOLSCOPE_VERSION,
+                     BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, PQlibVersion());
 }
 
 ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
@@ -297,11 +297,12 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       app.add_option("--log.format", log_format, "json or text (env LOG_FORMAT; default: json)")
           ->type_name("FORMAT")
           ->group("Logging");
-  std::string listen_address(kDefaultListenAddress);
-  app.add_option("--web.listen-address", listen_address,
-                 "[IPv4 address]:port to serve every endpoint on; port 0 picks a free port "
-                 "(default: :9839, clear of Prometheus 9090, Alertmanager 9093 and the common "
-                 "exporters)")
+  std::vector<std::string> listen_addresses;
+  app.add_option("--web.listen-address", listen_addresses,
+                 "[address]:port to serve every endpoint on (127.0.0.1:9839, [::1]:9839); "
+                 "repeat it to listen on several; port 0 picks a free port (default: :9839, "
+                 "every IPv4 and IPv6 interface, clear of Prometheus 9090, Alertmanager 9093 "
+                 "and the common exporters)")
       ->type_name("ADDRESS")
       ->group("Web");
   std::string telemetry_path = "/metrics";
@@ -427,7 +428,11 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   check_database_url(options.pool.database_url, flag_for_variable.count("DATABASE_URL") != 0
                                                     ? "--database.url"
                                                     : "DATABASE_URL");
-  options.listen_address = ListenAddress::parse(listen_address);
+  if (listen_addresses.empty()) listen_addresses.emplace_back(kDefaultListenAddress);
+  options.listen_addresses.clear();
+  for (const std::string& address : listen_addresses) {
+    options.listen_addresses.push_back(ListenAddress::parse(address));
+  }
   check_telemetry_path(telemetry_path);
   options.telemetry_path = telemetry_path;
   check_metrics_prefix(metrics_prefix);

@@ -6,6 +6,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "listen_address.h"
 #include "poolscope/logging.h"
@@ -36,7 +37,8 @@ struct ExporterOptions {
 
   PoolConfig pool;  ///< validated; database_url is set when action is kServe
   LogFormat log_format = LogFormat::kJson;
-  ListenAddress listen_address = ListenAddress::parse(kDefaultListenAddress);
+  /// --web.listen-address, once or more.
+  std::vector<ListenAddress> listen_addresses{ListenAddress::parse(kDefaultListenAddress)};
   std::string telemetry_path = "/metrics";
   std::string web_config_file;  ///< "" = no web configuration
   std::string metrics_prefix = "codebase_mcp_pool_";

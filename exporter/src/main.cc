@@ -5,6 +5,7 @@
 #include <prometheus/registry.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -85,20 +86,37 @@ int print_asset(const std::string& path) {
   return std::fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+// Every open connection is a descriptor. Raises the soft limit on open files
+// to the hard one (the usual soft default, 1024, would cap the HTTP server far
+// below its connection bound) and returns the bound that leaves room for the
+// pool's connections and the files the process opens itself.
+std::size_t connection_limit(std::size_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return wanted;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  constexpr rlim_t kReserved = 256;
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted + kReserved) return wanted;
+  const std::size_t available =
+      limit.rlim_cur > 2 * kReserved ? static_cast<std::size_t>(limit.rlim_cur - kReserved) : 64;
+  log_event(LogLevel::kWarning, "Open-file limit lowers the HTTP connection bound",
+            {{"open_file_limit", static_cast<unsigned long long>(limit.rlim_cur)},
+             {"max_connections", available}});
+  return available;
+}
+
 int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
   configure_exporter_logging(options.pool.log_level, options.log_format);
 
   WebConfig web_config;
   if (!options.web_config_file.empty()) {
     web_config = WebConfig::load_file(options.web_config_file);
-    if (web_config.tls_enabled) {
-      throw UsageError(fmt::format(
-          "--web.config.file {}: tls_server_config is not supported: Debian's civetweb 1.15 "
-          "cannot serve TLS with OpenSSL 3 (civetweb issue 1334); terminate TLS in a proxy "
-          "in front of the exporter as docs/tls-proxy.md shows, and remove tls_server_config",
-          options.web_config_file));
-    }
   }
+  std::optional<TlsServerSettings> tls;
+  if (web_config.tls_enabled) tls = web_config.tls_server_settings();
   std::unique_ptr<BasicAuthenticator> authenticator;
   if (!web_config.basic_auth_users.empty()) {
     authenticator = std::make_unique<BasicAuthenticator>(web_config.basic_auth_users);
@@ -141,7 +159,9 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
   std::unique_ptr<HttpServer> server;
   try {
     HttpServer::Options server_options;
-    server_options.address = options.listen_address;
+    server_options.addresses = options.listen_addresses;
+    server_options.tls = tls;
+    server_options.max_connections = connection_limit(server_options.max_connections);
     server = std::make_unique<HttpServer>(server_options, [&endpoints](const HttpRequest& request) {
       return endpoints.handle(request);
     });
@@ -151,13 +171,17 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
     pool.shutdown();
     return EXIT_FAILURE;
   }
-  const std::string host =
-      options.listen_address.host.empty() ? "0.0.0.0" : options.listen_address.host;
-  log_event(
-      LogLevel::kInfo, fmt::format("Listening on {}:{}", host, server->port()),
-      {{"address", fmt::format("{}:{}", host, server->port())},
-       {"metrics", fmt::format("http://{}:{}{}", host, server->port(), options.telemetry_path)},
-       {"health", fmt::format("http://{}:{}/health", host, server->port())}});
+  const char* scheme = tls ? "https" : "http";
+  for (ListenAddress address : server->listening()) {
+    // An empty host listens on every interface, IPv6 and IPv4.
+    if (address.host.empty()) address.host = "::";
+    const std::string where = address.to_string();
+    log_event(LogLevel::kInfo, fmt::format("Listening on {}", where),
+              {{"address", where},
+               {"tls", tls.has_value()},
+               {"metrics", fmt::format("{}://{}{}", scheme, where, options.telemetry_path)},
+               {"health", fmt::format("{}://{}/health", scheme, where)}});
+  }
 
   std::unique_ptr<Workload> workload;
   if (options.workload_workers > 0) {
@@ -211,7 +235,7 @@ int main(int argc, char** argv) {
       break;
   }
 
-  // Every thread (the pool's, civetweb's) inherits this mask, so SIGTERM and
+  // Every thread (the pool's, the HTTP server's) inherits this mask, so SIGTERM and
   // SIGINT are only ever received by sigwait() in serve().
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
