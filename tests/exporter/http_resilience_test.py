@@ -195,6 +195,28 @@ def ipv6_loopback_available():
         return False
 
 
+class ReadyExporter(harness.Exporter):
+    """The exporter, entered once /health answers 200 (the pool has opened its
+    connections); over TLS when `ca_file` is given."""
+
+    def __init__(self, *args, ca_file=None, curl_args=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ca_file = ca_file
+        self.curl_args = curl_args
+
+    def __enter__(self):
+        super().__enter__()
+        if self.ca_file:
+            def ready():
+                return curl(f"https://localhost:{self.port}/health", "--cacert", self.ca_file,
+                            *self.curl_args)[1] == "200"
+        else:
+            def ready():
+                return timed_get(self.port, "/health", timeout=5)[0] == 200
+        harness.poll(ready, harness.START_TIMEOUT_S, interval_s=0.1, what="/health to answer 200")
+        return self
+
+
 class HttpResilienceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -207,17 +229,22 @@ class HttpResilienceTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def exporter(self, *args, open_file_limit=None):
-        """The exporter, started with `open_file_limit` as its soft and hard
-        limit on open files when given (a child inherits its parent's)."""
-        if open_file_limit is None:
-            return harness.Exporter(EXPORTER, self.database_url, args=args)
-        saved = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (open_file_limit, saved[1]))
-        try:
-            return harness.Exporter(EXPORTER, self.database_url, args=args)
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, saved)
+    def exporter(self, *args, open_file_limit=None, tls=False, client="client"):
+        """The exporter, limited to `open_file_limit` open files when given
+        (soft and hard, so it cannot raise it); over TLS, its readiness is
+        checked with the client certificate `client`."""
+        binary = EXPORTER
+        if open_file_limit is not None:
+            binary = os.path.join(self.workdir, "limited-exporter")
+            with open(binary, "w", encoding="utf-8") as wrapper:
+                wrapper.write(f"#!/bin/sh\nulimit -Sn {open_file_limit} && ulimit -Hn {open_file_limit}"
+                              f" && exec {EXPORTER} \"$@\"\n")
+            os.chmod(binary, 0o755)
+        ca_file = os.path.join(self.workdir, "ca.crt") if tls else None
+        curl_args = ("--cert", os.path.join(self.workdir, f"{client}.crt"),
+                     "--key", os.path.join(self.workdir, f"{client}.key")) if tls else ()
+        return ReadyExporter(binary, self.database_url, args=args, ca_file=ca_file,
+                             curl_args=curl_args)
 
     def web_config(self, text):
         path = os.path.join(self.workdir, "web.yml")
@@ -319,7 +346,7 @@ class HttpResilienceTest(unittest.TestCase):
         make_certificates(self.workdir)
         config = self.web_config("tls_server_config:\n  cert_file: server.crt\n"
                                  "  key_file: server.key\n  min_version: TLS13\n")
-        with self.exporter(f"--web.config.file={config}") as exporter:
+        with self.exporter(f"--web.config.file={config}", tls=True) as exporter:
             ca = os.path.join(self.workdir, "ca.crt")
             url = f"https://localhost:{exporter.port}/health"
             code, status, error = curl(url, "--cacert", ca)
@@ -338,7 +365,7 @@ class HttpResilienceTest(unittest.TestCase):
         make_certificates(self.workdir)
         config = self.web_config("tls_server_config:\n  cert_file: server.crt\n"
                                  "  key_file: server.key\n")
-        with self.exporter(f"--web.config.file={config}") as exporter:
+        with self.exporter(f"--web.config.file={config}", tls=True) as exporter:
             prometheus = stack.Prometheus(os.path.join(self.workdir, "prometheus"),
                                           [f"localhost:{exporter.port}"], scrape_interval="1s",
                                           binary=PROMETHEUS)
@@ -363,7 +390,7 @@ class HttpResilienceTest(unittest.TestCase):
         config = self.web_config(
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
             "  client_ca_file: client-ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n")
-        with self.exporter(f"--web.config.file={config}") as exporter:
+        with self.exporter(f"--web.config.file={config}", tls=True) as exporter:
             ca = os.path.join(self.workdir, "ca.crt")
             url = f"https://localhost:{exporter.port}/health"
             code, status, _ = curl(url, "--cacert", ca)
