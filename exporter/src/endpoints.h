@@ -4,9 +4,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,7 +30,9 @@ namespace poolscope::exporter {
 /// Routes `telemetry_path` (Prometheus text format, gzip when accepted),
 /// `/health` (the guide's document; 503 when the pool cannot serve or the
 /// exporter is shutting down), `/mcp` (McpServer) and `/` (landing page).
-/// Unknown paths get 404, wrong methods 405 with Allow. With a rate limit,
+/// Unknown paths get 404, wrong methods 405 with Allow. Scrapes that arrive
+/// while a collection is running share the next one, so a burst of scrapers
+/// costs one collection per round, and no page predates its request. With a rate limit,
 /// excess requests get 429; with basic-auth users, requests without valid
 /// credentials get 401 with WWW-Authenticate. Responses are built from the
 /// Sources only: nothing here touches the database.
@@ -69,6 +74,8 @@ class Endpoints {
  private:
   HttpResponse route(const HttpRequest& request) const;
   HttpResponse metrics(const HttpRequest& request) const;
+  std::shared_ptr<const std::string> fresh_metrics_text() const;
+  std::string collect_metrics_text() const;
   HttpResponse health() const;
   HttpResponse landing() const;
   HttpResponse mcp(const HttpRequest& request) const;
@@ -81,6 +88,12 @@ class Endpoints {
   std::atomic<bool> shutting_down_{false};
   /// Size of the last metrics page, to reserve the next one's buffer at once.
   mutable std::atomic<std::size_t> metrics_size_hint_{0};
+  /// Concurrent scrapes share one collection (see fresh_metrics_text()).
+  mutable std::mutex collection_mutex_;
+  mutable std::condition_variable collection_done_;
+  mutable bool collecting_ = false;                      // guarded by collection_mutex_
+  mutable std::uint64_t collections_finished_ = 0;       // guarded by collection_mutex_
+  mutable std::shared_ptr<const std::string> last_page_;  // guarded by collection_mutex_
 };
 
 /// True when the MCP request's Origin header is acceptable: absent, or naming

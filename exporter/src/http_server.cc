@@ -315,7 +315,7 @@ class HttpServer::Impl::StreamSession
   }
 
   void on_header(beast::error_code error) {
-    if (error) return refuse_unreadable(error, /*in_body=*/false);
+    if (error) return refuse_unreadable(error);
     const Request& request = parser_->get();
     if (request.version() != 10 && request.version() != 11) {
       return refuse(plain(505, "505 HTTP version not supported: use HTTP/1.1\n"));
@@ -353,22 +353,18 @@ class HttpServer::Impl::StreamSession
     lowest().expires_after(server_.options_.request_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this()](beast::error_code error, std::size_t) {
-                       if (error) return self->refuse_unreadable(error, /*in_body=*/true);
+                       if (error) return self->refuse_unreadable(error);
                        self->dispatch();
                      });
   }
 
   // A read failed: answer when the client can still read an answer, else close.
-  void refuse_unreadable(beast::error_code error, bool in_body) {
-    if (error == net::error::operation_aborted || error == net::error::connection_reset) {
+  // A timeout has already closed the socket (beast::tcp_stream does), so a
+  // slow client gets no 408, only the closed connection.
+  void refuse_unreadable(beast::error_code error) {
+    if (error == net::error::operation_aborted || error == net::error::connection_reset ||
+        error == http::error::end_of_stream || error == beast::error::timeout) {
       return close_now();
-    }
-    const bool nothing_received = !in_body && buffer_.size() == 0 && !parser_->got_some();
-    if (error == http::error::end_of_stream || (nothing_received && error == beast::error::timeout)) {
-      return close_now();  // a client that said nothing and left, or an idle keep-alive
-    }
-    if (error == beast::error::timeout) {
-      return refuse(plain(408, "408 request timeout\n"));
     }
     if (error == http::error::header_limit) {
       return refuse(plain(431, fmt::format("431 request header larger than {} bytes\n",

@@ -382,8 +382,11 @@ class HttpResilienceTest(unittest.TestCase):
                     return targets and targets[0]["health"] == "up" and targets[0]
                 target = harness.poll(scraped_up, 60, interval_s=0.5, what="an https scrape")
                 self.assertTrue(target["scrapeUrl"].startswith("https://"), target)
-                series = prometheus.query('codebase_mcp_pool_connections_max{job="poolscope"}')
-                self.assertTrue(series, "the scraped metrics are not in Prometheus")
+                def exporter_series():
+                    result = prometheus.query('count({job="poolscope",__name__=~"codebase_mcp_pool_.+"})')
+                    return result and float(result[0]["value"][1]) > 0
+                harness.poll(exporter_series, 30, interval_s=0.5,
+                             what="the exporter's series scraped over https in Prometheus")
 
     def test_mutual_tls_refuses_a_client_without_a_trusted_certificate(self):
         make_certificates(self.workdir)
