@@ -366,6 +366,9 @@ class HttpServer::Impl::StreamSession
         error == http::error::end_of_stream || error == beast::error::timeout) {
       return close_now();
     }
+    if (error == http::error::bad_version && names_a_version()) {
+      return refuse(plain(505, "505 HTTP version not supported: use HTTP/1.1\n"));
+    }
     if (error == http::error::header_limit) {
       return refuse(plain(431, fmt::format("431 request header larger than {} bytes\n",
                                            server_.options_.max_header_bytes)));
@@ -374,6 +377,18 @@ class HttpServer::Impl::StreamSession
       return refuse(plain(413, "413 request body too large\n"));
     }
     refuse(plain(400, fmt::format("400 bad request: {}\n", error.message())));
+  }
+
+  // Whether the unparsed request line ends in a well-formed "HTTP/d.d" (then
+  // the version is refused with 505; anything else is malformed: 400).
+  bool names_a_version() const {
+    const auto data = buffer_.cdata();
+    const std::string_view received(static_cast<const char*>(data.data()), data.size());
+    const std::string_view line = received.substr(0, received.find("\r\n"));
+    if (line.size() < 9) return false;
+    const std::string_view version = line.substr(line.size() - 8);
+    return version.substr(0, 5) == "HTTP/" && std::isdigit(static_cast<unsigned char>(version[5])) &&
+           version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]));
   }
 
   void refuse(const HttpResponse& response) {

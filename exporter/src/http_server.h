@@ -49,8 +49,10 @@ class HttpServer {
     ListenAddress address;
     /// Several addresses to listen on (IPv4 and IPv6); overrides `address`.
     std::vector<ListenAddress> addresses;
-    /// Threads running the handler.
-    int worker_threads = 4;
+    /// Threads running the handler. Concurrent scrapes wait for one shared
+    /// collection on these threads, so more of them let a burst of scrapers
+    /// share each collection; idle ones cost a stack each.
+    int worker_threads = 16;
     std::size_t max_body_bytes = std::size_t{1} << 20;
     /// Longest request line plus headers; longer gets 431.
     std::size_t max_header_bytes = 16 * 1024;
