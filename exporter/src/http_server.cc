@@ -556,7 +556,9 @@ void HttpServer::Impl::listen(const ListenAddress& address) {
     acceptor->listen(net::socket_base::max_listen_connections, error);
     if (error) break;
     const tcp::endpoint local = acceptor->local_endpoint();
-    bound_.push_back(ListenAddress{address.host, local.port()});
+    // For every interface, say which: "::" (dual-stack) or "0.0.0.0".
+    bound_.push_back(ListenAddress{
+        address.host.empty() ? local.address().to_string() : address.host, local.port()});
     acceptors_.push_back(std::move(acceptor));
     accept_retry_.push_back(std::make_unique<net::steady_timer>(io_));
     return;

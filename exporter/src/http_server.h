@@ -87,7 +87,8 @@ class HttpServer {
   /// the address asked for 0).
   int port() const noexcept;
 
-  /// Every address listened on, with the ports actually bound.
+  /// Every address listened on, with the ports actually bound; "every
+  /// interface" appears as "::" (IPv6 and IPv4) or "0.0.0.0" (IPv4 only).
   std::vector<ListenAddress> listening() const;
 
   /// Stops accepting, closes idle connections at once, lets requests in

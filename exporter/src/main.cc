@@ -172,9 +172,7 @@ int serve(const ExporterOptions& options, const sigset_t& stop_signals) {
     return EXIT_FAILURE;
   }
   const char* scheme = tls ? "https" : "http";
-  for (ListenAddress address : server->listening()) {
-    // An empty host listens on every interface, IPv6 and IPv4.
-    if (address.host.empty()) address.host = "::";
+  for (const ListenAddress& address : server->listening()) {
     const std::string where = address.to_string();
     log_event(LogLevel::kInfo, fmt::format("Listening on {}", where),
               {{"address", where},
