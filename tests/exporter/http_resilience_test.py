@@ -12,6 +12,7 @@ more than 64 headers and two differing Content-Lengths.
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -151,6 +152,46 @@ class Flood:
         self.selector.close()
 
 
+class FloodProcess:
+    """A Flood in a child process, so its work on over a thousand sockets
+    never holds up the measuring process (one interpreter lock) and inflates
+    the latencies it records. `open_count` and `cut` read its counters."""
+
+    def __init__(self, port, idle, slow):
+        self._counters = multiprocessing.Array("l", 4)
+        self._stop = multiprocessing.Event()
+        self._process = multiprocessing.Process(
+            target=FloodProcess._run, args=(port, idle, slow, self._counters, self._stop),
+            daemon=True)
+        self._process.start()
+
+    @staticmethod
+    def _run(port, idle, slow, counters, stop):
+        raise_open_file_limit()
+        flood = Flood(port, idle, slow)
+        try:
+            while not stop.wait(0.05):
+                counters[:] = [flood.open_count["idle"], flood.open_count["slow"],
+                               flood.cut["idle"], flood.cut["slow"]]
+        finally:
+            flood.close()
+
+    @property
+    def open_count(self):
+        return {"idle": self._counters[0], "slow": self._counters[1]}
+
+    @property
+    def cut(self):
+        return {"idle": self._counters[2], "slow": self._counters[3]}
+
+    def close(self):
+        self._stop.set()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
 def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
@@ -256,8 +297,11 @@ class HttpResilienceTest(unittest.TestCase):
         samples = [timed_get(port, path) for _ in range(100)]
         statuses = {status for status, _ in samples}
         self.assertEqual(statuses, {200}, f"{path} {what}: statuses {statuses}")
-        p99 = percentile_99([seconds for _, seconds in samples])
-        print(f"[http] {path} {what}: p99 {p99 * 1000:.1f} ms over 100 requests", flush=True)
+        ordered = sorted(seconds for _, seconds in samples)
+        p99 = percentile_99(ordered)
+        print(f"[http] {path} {what}: p99 {p99 * 1000:.1f} ms over 100 requests "
+              f"(median {ordered[49] * 1000:.1f} ms, p90 {ordered[89] * 1000:.1f} ms, "
+              f"max {ordered[-1] * 1000:.1f} ms)", flush=True)
         self.assertLess(p99, P99_BOUND_S, f"{path} {what}: p99 {p99 * 1000:.1f} ms")
 
     def test_probes_and_scrapes_answer_within_100_ms_during_a_flood(self):
@@ -265,7 +309,7 @@ class HttpResilienceTest(unittest.TestCase):
             self.skipTest(f"open-file limit {self.fd_limit} is too low for the flood")
         with self.exporter() as exporter:
             self.assertEqual(timed_get(exporter.port, "/health")[0], 200)
-            flood = Flood(exporter.port, IDLE_CONNECTIONS, SLOWLORIS_CONNECTIONS)
+            flood = FloodProcess(exporter.port, IDLE_CONNECTIONS, SLOWLORIS_CONNECTIONS)
             wrk = None
             try:
                 harness.poll(lambda: flood.open_count["idle"] == IDLE_CONNECTIONS, 30,
@@ -320,7 +364,7 @@ class HttpResilienceTest(unittest.TestCase):
     def test_the_connection_bound_logs_and_keeps_serving(self):
         # 600 descriptors leave the server a bound of 344 connections.
         with self.exporter(open_file_limit=600) as exporter:
-            flood = Flood(exporter.port, 800, 0)
+            flood = FloodProcess(exporter.port, 800, 0)
             try:
                 harness.poll(lambda: b"at its connection limit" in exporter.output(), 30,
                              what="the connection-limit log line")
