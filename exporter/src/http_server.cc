@@ -317,6 +317,9 @@ class HttpServer::Impl::StreamSession
   void on_header(beast::error_code error) {
     if (error) return refuse_unreadable(error);
     const Request& request = parser_->get();
+    if (request.version() == 20 && request.method_string() == "PRI") {
+      return refuse(plain(400, "400 bad request: HTTP/2 is not served here; use HTTP/1.1\n"));
+    }
     if (request.version() != 10 && request.version() != 11) {
       return refuse(plain(505, "505 HTTP version not supported: use HTTP/1.1\n"));
     }

@@ -325,8 +325,9 @@ std::vector<BadConfig> bad_configurations() {
   flag("--log.format", "yaml");
 
   // Flags without a variable.
-  for (const std::string value : {"", "nonsense", ":99999", ":-1", "1.2.3.4.5:80", "[::1]:80",
-                                  "example.com:80", "127.0.0.1"}) {
+  for (const std::string value : {"", "nonsense", ":99999", ":-1", "1.2.3.4.5:80", "::1:80",
+                                  "[::1:80", "[1.2.3.4]:80", "[::g]:80", "example.com:80",
+                                  "127.0.0.1"}) {
     flag("--web.listen-address", value);
   }
   for (const std::string value : {"", "metrics", "/health", "/mcp", "/a b", "//x", "/x?y", "/%2e"}) {

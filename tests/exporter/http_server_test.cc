@@ -263,6 +263,14 @@ TEST_F(HttpServerTest, RefusesMoreThan64HeaderFieldsWith431) {
   EXPECT_EQ(handled_.load(), 1);
 }
 
+TEST_F(HttpServerTest, AnHttp2PrefaceGets400AndOtherVersions505) {
+  EXPECT_THAT(RawClient(server_->port()).request("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+              StartsWith("HTTP/1.1 400 "));
+  EXPECT_THAT(RawClient(server_->port()).request("GET / HTTP/7.0\r\nHost: t\r\n\r\n"),
+              StartsWith("HTTP/1.1 505 "));
+  EXPECT_EQ(handled_.load(), 0);
+}
+
 TEST_F(HttpServerTest, RefusesTwoContentLengthsWith400) {
   const std::string response = RawClient(server_->port())
                                    .request("POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
