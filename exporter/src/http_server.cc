@@ -317,9 +317,6 @@ class HttpServer::Impl::StreamSession
   void on_header(beast::error_code error) {
     if (error) return refuse_unreadable(error);
     const Request& request = parser_->get();
-    if (request.version() == 20 && request.method_string() == "PRI") {
-      return refuse(plain(400, "400 bad request: HTTP/2 is not served here; use HTTP/1.1\n"));
-    }
     if (request.version() != 10 && request.version() != 11) {
       return refuse(plain(505, "505 HTTP version not supported: use HTTP/1.1\n"));
     }
@@ -370,6 +367,10 @@ class HttpServer::Impl::StreamSession
       return close_now();
     }
     if (error == http::error::bad_version && names_a_version()) {
+      // The HTTP/2 connection preface ("PRI * HTTP/2.0") is not an HTTP/1 request.
+      if (received().starts_with("PRI * HTTP/2.0\r\n")) {
+        return refuse(plain(400, "400 bad request: HTTP/2 is not served here; use HTTP/1.1\n"));
+      }
       return refuse(plain(505, "505 HTTP version not supported: use HTTP/1.1\n"));
     }
     if (error == http::error::header_limit) {
@@ -382,12 +383,16 @@ class HttpServer::Impl::StreamSession
     refuse(plain(400, fmt::format("400 bad request: {}\n", error.message())));
   }
 
+  // What the client sent that the parser has not consumed.
+  std::string_view received() const {
+    const auto data = buffer_.cdata();
+    return {static_cast<const char*>(data.data()), data.size()};
+  }
+
   // Whether the unparsed request line ends in a well-formed "HTTP/d.d" (then
   // the version is refused with 505; anything else is malformed: 400).
   bool names_a_version() const {
-    const auto data = buffer_.cdata();
-    const std::string_view received(static_cast<const char*>(data.data()), data.size());
-    const std::string_view line = received.substr(0, received.find("\r\n"));
+    const std::string_view line = received().substr(0, received().find("\r\n"));
     if (line.size() < 9) return false;
     const std::string_view version = line.substr(line.size() - 8);
     return version.substr(0, 5) == "HTTP/" && std::isdigit(static_cast<unsigned char>(version[5])) &&
