@@ -5,8 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -91,8 +91,8 @@ class Endpoints {
   /// Concurrent scrapes share one collection (see fresh_metrics_text()).
   mutable std::mutex collection_mutex_;
   mutable std::condition_variable collection_done_;
-  mutable bool collecting_ = false;                      // guarded by collection_mutex_
-  mutable std::uint64_t collections_finished_ = 0;       // guarded by collection_mutex_
+  mutable bool collecting_ = false;                       // guarded by collection_mutex_
+  mutable std::uint64_t collections_finished_ = 0;        // guarded by collection_mutex_
   mutable std::shared_ptr<const std::string> last_page_;  // guarded by collection_mutex_
 };
 

@@ -1,11 +1,11 @@
 #include "exporter_options.h"
 
-#include <boost/version.hpp>
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/version.hpp>
 #include <cctype>
 #include <charconv>
 #include <cmath>

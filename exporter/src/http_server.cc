@@ -109,10 +109,14 @@ int hex_value(char c) {
 
 int openssl_version(int version) {
   switch (version) {
-    case 0x0301: return TLS1_VERSION;
-    case 0x0302: return TLS1_1_VERSION;
-    case 0x0303: return TLS1_2_VERSION;
-    default: return TLS1_3_VERSION;
+    case 0x0301:
+      return TLS1_VERSION;
+    case 0x0302:
+      return TLS1_1_VERSION;
+    case 0x0303:
+      return TLS1_2_VERSION;
+    default:
+      return TLS1_3_VERSION;
   }
 }
 
@@ -142,15 +146,16 @@ std::unique_ptr<ssl::context> make_tls_context(const TlsServerSettings& settings
       throw std::runtime_error(fmt::format("cannot load the TLS {}: {}", what, error.what()));
     }
   };
-  load("certificate", [&] { context->use_certificate_chain(net::buffer(settings.certificate_pem)); });
-  load("private key", [&] {
-    context->use_private_key(net::buffer(settings.private_key_pem), ssl::context::pem);
-  });
+  load("certificate",
+       [&] { context->use_certificate_chain(net::buffer(settings.certificate_pem)); });
+  load("private key",
+       [&] { context->use_private_key(net::buffer(settings.private_key_pem), ssl::context::pem); });
   if (SSL_CTX_check_private_key(native) != 1) {
     throw std::runtime_error("the TLS private key does not match the certificate");
   }
   if (!settings.client_ca_pem.empty()) {
-    load("client CA", [&] { context->add_certificate_authority(net::buffer(settings.client_ca_pem)); });
+    load("client CA",
+         [&] { context->add_certificate_authority(net::buffer(settings.client_ca_pem)); });
   }
   using ClientAuth = TlsServerSettings::ClientAuth;
   switch (settings.client_auth) {
@@ -273,9 +278,8 @@ class HttpServer::Impl::Session {
 };
 
 template <class Stream>
-class HttpServer::Impl::StreamSession
-    : public Session,
-      public std::enable_shared_from_this<StreamSession<Stream>> {
+class HttpServer::Impl::StreamSession : public Session,
+                                        public std::enable_shared_from_this<StreamSession<Stream>> {
  public:
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
@@ -309,9 +313,8 @@ class HttpServer::Impl::StreamSession
     parser_->body_limit(server_.options_.max_body_bytes);
     lowest().expires_after(deadline);
     http::async_read_header(stream_, buffer_, *parser_,
-                            [self = this->shared_from_this()](beast::error_code error, std::size_t) {
-                              self->on_header(error);
-                            });
+                            [self = this->shared_from_this()](
+                                beast::error_code error, std::size_t) { self->on_header(error); });
   }
 
   void on_header(beast::error_code error) {
@@ -340,11 +343,12 @@ class HttpServer::Impl::StreamSession
       out_ = fmt::format("HTTP/{}.{} 100 Continue\r\n\r\n", request.version() / 10,
                          request.version() % 10);
       lowest().expires_after(server_.options_.request_timeout);
-      return net::async_write(stream_, net::buffer(out_),
-                              [self = this->shared_from_this()](beast::error_code error, std::size_t) {
-                                if (error) return self->close_now();
-                                self->read_body();
-                              });
+      return net::async_write(
+          stream_, net::buffer(out_),
+          [self = this->shared_from_this()](beast::error_code error, std::size_t) {
+            if (error) return self->close_now();
+            self->read_body();
+          });
     }
     read_body();
   }
@@ -395,8 +399,9 @@ class HttpServer::Impl::StreamSession
     const std::string_view line = received().substr(0, received().find("\r\n"));
     if (line.size() < 9) return false;
     const std::string_view version = line.substr(line.size() - 8);
-    return version.substr(0, 5) == "HTTP/" && std::isdigit(static_cast<unsigned char>(version[5])) &&
-           version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7]));
+    return version.substr(0, 5) == "HTTP/" &&
+           std::isdigit(static_cast<unsigned char>(version[5])) && version[6] == '.' &&
+           std::isdigit(static_cast<unsigned char>(version[7]));
   }
 
   void refuse(const HttpResponse& response) {
@@ -426,8 +431,7 @@ class HttpServer::Impl::StreamSession
     request.body = std::move(message.body());
 
     net::post(server_.workers_, [self = this->shared_from_this(), request = std::move(request),
-                                 head_only,
-                                 work = net::make_work_guard(server_.io_)]() mutable {
+                                 head_only, work = net::make_work_guard(server_.io_)]() mutable {
       // Worker thread: only the handler and the response's serialisation.
       HttpResponse response;
       try {
@@ -458,15 +462,15 @@ class HttpServer::Impl::StreamSession
     out_ = std::move(message);
     // A client that does not read its response is cut like one that does not send.
     lowest().expires_after(server_.options_.request_timeout);
-    net::async_write(stream_, net::buffer(out_),
-                     [self = this->shared_from_this(), keep_alive](beast::error_code error,
-                                                                   std::size_t) {
-                       if (error) return self->close_now();
-                       if (keep_alive && !self->server_.stopping_) {
-                         return self->read_header(self->server_.options_.keep_alive_timeout);
-                       }
-                       self->close_gracefully();
-                     });
+    net::async_write(
+        stream_, net::buffer(out_),
+        [self = this->shared_from_this(), keep_alive](beast::error_code error, std::size_t) {
+          if (error) return self->close_now();
+          if (keep_alive && !self->server_.stopping_) {
+            return self->read_header(self->server_.options_.keep_alive_timeout);
+          }
+          self->close_gracefully();
+        });
   }
 
   // Closes after the response so the client reads all of it: closing a socket
@@ -476,9 +480,8 @@ class HttpServer::Impl::StreamSession
     state_ = State::kClosing;
     lowest().expires_after(std::chrono::seconds(1));
     if constexpr (kTls) {
-      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
-        self->close_now();
-      });
+      stream_.async_shutdown(
+          [self = this->shared_from_this()](beast::error_code) { self->close_now(); });
     } else {
       beast::error_code ignored;
       lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -487,11 +490,11 @@ class HttpServer::Impl::StreamSession
   }
 
   void drain() {
-    lowest().async_read_some(net::buffer(scratch_),
-                             [self = this->shared_from_this()](beast::error_code error, std::size_t) {
-                               if (error) return self->close_now();
-                               self->drain();
-                             });
+    lowest().async_read_some(net::buffer(scratch_), [self = this->shared_from_this()](
+                                                        beast::error_code error, std::size_t) {
+      if (error) return self->close_now();
+      self->drain();
+    });
   }
 
   void close_now() {

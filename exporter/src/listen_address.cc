@@ -22,7 +22,8 @@ ListenAddress ListenAddress::parse(std::string_view text) {
   const std::string_view port_text = text.substr(colon + 1);
   bool bracketed = false;
   if (!host.empty() && host.front() == '[') {
-    if (host.size() < 2 || host.back() != ']') throw reject("an IPv6 address needs its closing ']'");
+    if (host.size() < 2 || host.back() != ']')
+      throw reject("an IPv6 address needs its closing ']'");
     host = host.substr(1, host.size() - 2);
     bracketed = true;
   }

@@ -421,7 +421,8 @@ WebConfig WebConfig::load_file(const std::string& path) {
   WebConfig config = parse(content.str(), path);
   // Like the toolkit, file names are relative to the configuration file.
   const std::filesystem::path directory = std::filesystem::path(path).parent_path();
-  for (std::string* file : {&config.tls.cert_file, &config.tls.key_file, &config.tls.client_ca_file}) {
+  for (std::string* file :
+       {&config.tls.cert_file, &config.tls.key_file, &config.tls.client_ca_file}) {
     if (!file->empty() && std::filesystem::path(*file).is_relative()) {
       *file = (directory / *file).string();
     }
@@ -443,8 +444,8 @@ std::string read_pem(const std::string& file, const std::string& inline_pem, con
   if (file.empty()) return inline_pem;
   std::ifstream input(file, std::ios::binary);
   if (!input) {
-    throw UsageError(fmt::format("--web.config.file: tls_server_config.{}: cannot read {}: {}",
-                                 key, file, std::strerror(errno)));
+    throw UsageError(fmt::format("--web.config.file: tls_server_config.{}: cannot read {}: {}", key,
+                                 file, std::strerror(errno)));
   }
   std::ostringstream content;
   content << input.rdbuf();
@@ -476,9 +477,9 @@ TlsServerSettings WebConfig::tls_server_settings() const {
   settings.min_version = tls_version_number(tls.min_version, 0x0303);
   settings.max_version = tls_version_number(tls.max_version, 0x0304);
   if (settings.min_version > settings.max_version) {
-    throw UsageError(fmt::format(
-        "--web.config.file: tls_server_config: min_version {} is above max_version {}",
-        tls.min_version, tls.max_version));
+    throw UsageError(
+        fmt::format("--web.config.file: tls_server_config: min_version {} is above max_version {}",
+                    tls.min_version, tls.max_version));
   }
   for (const std::string& suite : tls.cipher_suites) {
     if (!settings.cipher_list.empty()) settings.cipher_list += ':';

@@ -9,13 +9,13 @@
 
 #include <array>
 #include <condition_variable>
-#include <mutex>
-#include <thread>
-#include <vector>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace poolscope::exporter {
 namespace {
@@ -144,8 +144,8 @@ TEST(EndpointsScrapes, ScrapesArrivingDuringACollectionShareTheNextOne) {
     if (number == 1) changed.wait(lock, [&] { return release_first; });
     prometheus::ClientMetric metric;
     metric.gauge.value = number;
-    prometheus::MetricFamily family{"collection", "which collection", prometheus::MetricType::Gauge,
-                                    {metric}};
+    prometheus::MetricFamily family{
+        "collection", "which collection", prometheus::MetricType::Gauge, {metric}};
     return std::vector<prometheus::MetricFamily>{family};
   };
   const Endpoints endpoints({}, std::move(sources), nullptr, nullptr);

@@ -224,8 +224,8 @@ TEST(ExporterOptions, ListenAddressForms) {
   EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=localhost:9000"})), "127.0.0.1:9000");
   EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=[::1]:9000"})), "[::1]:9000");
   EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=[::]:9000"})), "[::]:9000");
-  const ExporterOptions several = Fixture{}.parse(
-      {"--web.listen-address=127.0.0.1:9000", "--web.listen-address=[::1]:9001"});
+  const ExporterOptions several =
+      Fixture{}.parse({"--web.listen-address=127.0.0.1:9000", "--web.listen-address=[::1]:9001"});
   ASSERT_EQ(several.listen_addresses.size(), 2u);
   EXPECT_EQ(several.listen_addresses[0].to_string(), "127.0.0.1:9000");
   EXPECT_EQ(several.listen_addresses[1].to_string(), "[::1]:9001");

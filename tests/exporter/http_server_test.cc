@@ -252,12 +252,13 @@ TEST_F(HttpServerTest, RefusesMoreThan64HeaderFieldsWith431) {
   std::string fields;
   for (int i = 0; i < 62; ++i) fields += "X-Field-" + std::to_string(i) + ": v\r\n";
   // Host, 62 fields and Connection: 64 in all.
-  EXPECT_THAT(RawClient(server_->port())
-                  .request("GET /ok HTTP/1.1\r\nHost: t\r\n" + fields + "Connection: close\r\n\r\n"),
-              StartsWith("HTTP/1.1 200 OK"));
-  const std::string response =
+  EXPECT_THAT(
       RawClient(server_->port())
-          .request("GET /no HTTP/1.1\r\nHost: t\r\n" + fields + "X-One-More: v\r\nConnection: close\r\n\r\n");
+          .request("GET /ok HTTP/1.1\r\nHost: t\r\n" + fields + "Connection: close\r\n\r\n"),
+      StartsWith("HTTP/1.1 200 OK"));
+  const std::string response = RawClient(server_->port())
+                                   .request("GET /no HTTP/1.1\r\nHost: t\r\n" + fields +
+                                            "X-One-More: v\r\nConnection: close\r\n\r\n");
   EXPECT_THAT(response, StartsWith("HTTP/1.1 431 "));
   EXPECT_THAT(response, HasSubstr("too many header fields: 65 (at most 64)"));
   EXPECT_EQ(handled_.load(), 1);
@@ -273,8 +274,9 @@ TEST_F(HttpServerTest, AnHttp2PrefaceGets400AndOtherVersions505) {
 
 TEST_F(HttpServerTest, RefusesTwoContentLengthsWith400) {
   const std::string response = RawClient(server_->port())
-                                   .request("POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
-                                            "Content-Length: 40\r\n\r\n{}");
+                                   .request(
+                                       "POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                                       "Content-Length: 40\r\n\r\n{}");
   EXPECT_THAT(response, StartsWith("HTTP/1.1 400 "));
   EXPECT_EQ(handled_.load(), 0);
 }
@@ -322,8 +324,9 @@ TEST(HttpServer, AtTheConnectionLimitClosesTheOldestIdleConnectionToServeANewOne
   RawClient second(server.port());
   RawClient third(server.port());
   // Each connection above is accepted before the next request is read.
-  EXPECT_THAT(RawClient(server.port()).request("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
-              StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(
+      RawClient(server.port()).request("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+      StartsWith("HTTP/1.1 200 OK"));
   EXPECT_TRUE(oldest.closed_by_server());
 }
 
@@ -346,8 +349,9 @@ TEST(HttpServer, ListensOnSeveralAddressesIncludingIpv6) {
   EXPECT_EQ(listening[1].host, "::1");
   EXPECT_THAT(RawClient(listening[0].port).request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
               StartsWith("HTTP/1.1 200 OK"));
-  EXPECT_THAT(RawClient(listening[1].port, /*ipv6=*/true).request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
-              StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(
+      RawClient(listening[1].port, /*ipv6=*/true).request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
+      StartsWith("HTTP/1.1 200 OK"));
 }
 
 TEST(HttpServer, StopLetsARequestInProgressFinishWithConnectionClose) {

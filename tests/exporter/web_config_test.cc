@@ -236,8 +236,7 @@ TEST(WebConfig, TlsSettingsTheServerCannotHonourAreRefused) {
       "w");
   EXPECT_THROW(sans.tls_server_settings(), UsageError);
   const WebConfig versions = WebConfig::parse(
-      "tls_server_config:\n  cert: x\n  key: y\n  min_version: TLS13\n  max_version: TLS12\n",
-      "w");
+      "tls_server_config:\n  cert: x\n  key: y\n  min_version: TLS13\n  max_version: TLS12\n", "w");
   EXPECT_THROW(versions.tls_server_settings(), UsageError);
 }
 
