@@ -193,29 +193,67 @@ HttpResponse Endpoints::route(const HttpRequest& request) const {
 }
 
 HttpResponse Endpoints::metrics(const HttpRequest& request) const {
-  const std::vector<prometheus::MetricFamily> families = sources_.metrics();
   HttpResponse response;
   response.content_type = kMetricsContentType;
-  {
-    // Serialised straight into a string sized from the previous scrape:
-    // Serializer::Serialize(families) grows an ostringstream by doubling and
-    // then copies it out, which made a 10 KB page cost ~27 KB of heap at
-    // once on every concurrently served scrape (each in its own malloc
-    // arena, where the high-water mark stays resident).
-    std::string buffer;
-    const std::size_t hint = metrics_size_hint_.load(std::memory_order_relaxed);
-    buffer.reserve(hint + hint / 8 + 256);
-    std::ostringstream out(std::move(buffer), std::ios::out | std::ios::ate);
-    prometheus::TextSerializer().Serialize(out, families);
-    response.body = std::move(out).str();
-    metrics_size_hint_.store(response.body.size(), std::memory_order_relaxed);
-  }
+  const std::shared_ptr<const std::string> page = fresh_metrics_text();
   response.headers.emplace_back("Vary", "Accept-Encoding");
   if (accepts_gzip(request.accept_encoding)) {
-    response.body = gzip_compress(response.body);
+    response.body = gzip_compress(*page);
     response.headers.emplace_back("Content-Encoding", "gzip");
+  } else {
+    response.body = *page;
   }
   return response;
+}
+
+// A page collected entirely after the call began: a scrape that arrives
+// while another collection runs waits for the one after it rather than take
+// values read before it asked. The first waiter collects; the others take
+// its page. A failed collection throws to its collector; the waiters start
+// another.
+std::shared_ptr<const std::string> Endpoints::fresh_metrics_text() const {
+  std::unique_lock lock(collection_mutex_);
+  const std::uint64_t wanted = collections_finished_ + (collecting_ ? 2 : 1);
+  while (collections_finished_ < wanted) {
+    if (collecting_) {
+      collection_done_.wait(lock);
+      continue;
+    }
+    collecting_ = true;
+    lock.unlock();
+    std::shared_ptr<const std::string> page;
+    try {
+      page = std::make_shared<const std::string>(collect_metrics_text());
+    } catch (...) {
+      lock.lock();
+      collecting_ = false;
+      collection_done_.notify_all();
+      throw;
+    }
+    lock.lock();
+    collecting_ = false;
+    ++collections_finished_;
+    last_page_ = std::move(page);
+    collection_done_.notify_all();
+  }
+  return last_page_;
+}
+
+std::string Endpoints::collect_metrics_text() const {
+  const std::vector<prometheus::MetricFamily> families = sources_.metrics();
+  // Serialised straight into a string sized from the previous scrape:
+  // Serializer::Serialize(families) grows an ostringstream by doubling and
+  // then copies it out, which made a 10 KB page cost ~27 KB of heap at once
+  // on every concurrently served scrape (each in its own malloc arena, where
+  // the high-water mark stays resident).
+  std::string buffer;
+  const std::size_t hint = metrics_size_hint_.load(std::memory_order_relaxed);
+  buffer.reserve(hint + hint / 8 + 256);
+  std::ostringstream out(std::move(buffer), std::ios::out | std::ios::ate);
+  prometheus::TextSerializer().Serialize(out, families);
+  std::string page = std::move(out).str();
+  metrics_size_hint_.store(page.size(), std::memory_order_relaxed);
+  return page;
 }
 
 HttpResponse Endpoints::health() const {

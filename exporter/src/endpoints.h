@@ -4,9 +4,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -29,7 +32,9 @@ namespace poolscope::exporter {
 /// Routes `telemetry_path` (Prometheus text format, gzip when accepted),
 /// `/health` (the health document; 503 when the pool cannot serve or the
 /// exporter is shutting down), `/mcp` (McpServer) and `/` (landing page).
-/// Unknown paths get 404, wrong methods 405 with Allow.
+/// Unknown paths get 404, wrong methods 405 with Allow. Scrapes that arrive
+/// while a collection is running share the next one, so a burst of scrapers
+/// costs one collection per round, and no page predates its request.
 ///
 /// With basic-auth users, requests without valid credentials get 401 with
 /// WWW-Authenticate (except /health when `public_health` is set), and 503
@@ -100,6 +105,8 @@ class Endpoints {
  private:
   HttpResponse route(const HttpRequest& request) const;
   HttpResponse metrics(const HttpRequest& request) const;
+  std::shared_ptr<const std::string> fresh_metrics_text() const;
+  std::string collect_metrics_text() const;
   HttpResponse health() const;
   HttpResponse landing() const;
   HttpResponse mcp(const HttpRequest& request) const;
@@ -117,6 +124,12 @@ class Endpoints {
   mutable std::atomic<std::size_t> mcp_in_progress_{0};
   /// Size of the last metrics page, to reserve the next one's buffer at once.
   mutable std::atomic<std::size_t> metrics_size_hint_{0};
+  /// Concurrent scrapes share one collection (see fresh_metrics_text()).
+  mutable std::mutex collection_mutex_;
+  mutable std::condition_variable collection_done_;
+  mutable bool collecting_ = false;                       // guarded by collection_mutex_
+  mutable std::uint64_t collections_finished_ = 0;        // guarded by collection_mutex_
+  mutable std::shared_ptr<const std::string> last_page_;  // guarded by collection_mutex_
 };
 
 /// True when the MCP request's Origin header is acceptable: absent, or naming

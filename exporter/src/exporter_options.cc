@@ -1,12 +1,12 @@
 #include "exporter_options.h"
 
-#include <civetweb.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/version.hpp>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -408,8 +408,8 @@ std::string with_database_password(const std::string& conninfo, const std::strin
 }
 
 std::string version_text() {
-  return fmt::format("poolscope-exporter {} (civetweb {}, libpq {})", POOLSCOPE_VERSION,
-                     mg_version(), PQlibVersion());
+  return fmt::format("poolscope-exporter {} (Boost.Beast {}.{}, libpq {})", POOLSCOPE_VERSION,
+                     BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, PQlibVersion());
 }
 
 ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
@@ -443,11 +443,12 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       app.add_option("--log.format", log_format, "json or text (env LOG_FORMAT; default: json)")
           ->type_name("FORMAT")
           ->group("Logging");
-  std::string listen_address(kDefaultListenAddress);
-  app.add_option("--web.listen-address", listen_address,
-                 "[IPv4 address]:port to serve every endpoint on; port 0 picks a free port "
-                 "(default: :9839, clear of Prometheus 9090, Alertmanager 9093 and the common "
-                 "exporters)")
+  std::vector<std::string> listen_addresses;
+  app.add_option("--web.listen-address", listen_addresses,
+                 "[address]:port to serve every endpoint on (127.0.0.1:9839, [::1]:9839); "
+                 "repeat it to listen on several; port 0 picks a free port (default: :9839, "
+                 "every IPv4 and IPv6 interface, clear of Prometheus 9090, Alertmanager 9093 "
+                 "and the common exporters)")
       ->type_name("ADDRESS")
       ->group("Web");
   std::string telemetry_path = "/metrics";
@@ -502,7 +503,7 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   auto* shutdown_delay_option =
       app.add_option("--web.shutdown-delay", shutdown_delay,
                      "after SIGTERM, how long /health answers 503 (status draining) before the "
-                     "port closes (default: 1s)")
+                     "port closes (default: 250ms; an idle exporter exits right after it)")
           ->type_name("DURATION")
           ->group("Web");
   std::string mcp_max_body;
@@ -659,13 +660,16 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
       }
     }
     // A flag wins over its variable; errors name whichever was used.
-    auto flag_or_env = [&](CLI::Option* option, const std::string& flag_value, const char* flag,
-                           const char* variable) -> std::optional<std::pair<std::string, std::string>> {
+    auto flag_or_env =
+        [&](CLI::Option* option, const std::string& flag_value, const char* flag,
+            const char* variable) -> std::optional<std::pair<std::string, std::string>> {
       if (option->count() > 0) return std::pair<std::string, std::string>{flag_value, flag};
-      if (auto value = getenv(variable)) return std::pair<std::string, std::string>{*value, variable};
+      if (auto value = getenv(variable))
+        return std::pair<std::string, std::string>{*value, variable};
       return std::nullopt;
     };
-    if (auto naming = flag_or_env(naming_option, metrics_naming, "--metrics.naming", "METRICS_NAMING")) {
+    if (auto naming =
+            flag_or_env(naming_option, metrics_naming, "--metrics.naming", "METRICS_NAMING")) {
       options.metrics_naming = parse_metrics_naming(naming->first, naming->second);
     }
     if (auto interval = flag_or_env(view_interval_option, server_view_interval,
@@ -713,7 +717,11 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   }
   options.allowed_hosts = parse_allowed_hosts(allowed_hosts);
   options.public_health = public_health;
-  options.listen_address = ListenAddress::parse(listen_address);
+  if (listen_addresses.empty()) listen_addresses.emplace_back(kDefaultListenAddress);
+  options.listen_addresses.clear();
+  for (const std::string& address : listen_addresses) {
+    options.listen_addresses.push_back(ListenAddress::parse(address));
+  }
   check_telemetry_path(telemetry_path);
   options.telemetry_path = telemetry_path;
   check_metrics_prefix(metrics_prefix);

@@ -41,7 +41,8 @@ struct ExporterOptions {
 
   PoolConfig pool;  ///< validated; database_url is set when action is kServe
   LogFormat log_format = LogFormat::kJson;
-  ListenAddress listen_address = ListenAddress::parse(kDefaultListenAddress);
+  /// --web.listen-address, once or more.
+  std::vector<ListenAddress> listen_addresses{ListenAddress::parse(kDefaultListenAddress)};
   std::string telemetry_path = "/metrics";
   std::string web_config_file;  ///< "" = no web configuration
   std::string metrics_prefix = "codebase_mcp_pool_";
@@ -55,7 +56,7 @@ struct ExporterOptions {
   std::size_t mcp_max_concurrent = 4;
   /// After SIGTERM, how long /health answers 503 "draining" before the
   /// listener closes (load balancers and probes need to see it).
-  std::chrono::milliseconds shutdown_delay{1000};
+  std::chrono::milliseconds shutdown_delay{250};
   /// Which names the pool's metrics carry (--metrics.naming, env METRICS_NAMING).
   MetricsNaming metrics_naming = MetricsNaming::kGuide;
   /// Pause between reads of the server view (--server-view.interval, env

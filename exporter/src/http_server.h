@@ -1,53 +1,81 @@
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "http_request.h"
 #include "http_response.h"
 #include "listen_address.h"
-
-struct mg_context;
-struct mg_connection;
+#include "tls_server_settings.h"
 
 namespace poolscope::exporter {
 
 using namespace std::chrono_literals;
 
-/// The exporter's HTTP/1.1 server (civetweb): every request, on every path,
-/// goes to one handler.
+/// The exporter's HTTP/1.1 server: every request, on every path and every
+/// listening address, goes to one handler.
 ///
-/// Keep-alive is on with TCP_NODELAY (otherwise each keep-alive response
-/// waits for the client's delayed ACK, ~40 ms). civetweb serves one
-/// connection per worker thread, so `worker_threads` bounds the number of
-/// concurrent connections; further connections queue. Request bodies larger
-/// than `max_body_bytes` get 413 and the connection is closed; malformed
-/// requests get civetweb's 400/411/505 and never reach the handler, nor do
-/// paths with a bad or NUL percent-escape (400). A HEAD
-/// request gets the GET response's headers without its body.
+/// Event-driven (Boost.Asio/Beast): one thread owns every socket, so idle,
+/// slow or keep-alive connections cost a socket and a few KiB each, not a
+/// thread. The handler runs on a pool of `worker_threads` threads, so a slow
+/// handler never blocks the event loop. A client has `header_timeout` to send
+/// the request line and headers (a slowloris client is cut then) and
+/// `keep_alive_timeout` of silence between requests on a kept-alive
+/// connection. At `max_connections` the server closes the oldest connection
+/// that has not sent a complete request to make room, and logs it, so a
+/// flood of idle connections never keeps a served client out.
 ///
-/// Thread-safe: the handler runs on the worker threads concurrently; port()
-/// and stop() may be called from any thread.
+/// Keep-alive is on with TCP_NODELAY. Request bodies larger than
+/// `max_body_bytes` get 413 and the connection is closed; malformed requests
+/// get 400, 431 (over `max_header_bytes` or `max_header_fields`) or 505 and
+/// never reach the handler, nor do paths with a bad or NUL percent-escape
+/// (400) or two differing Content-Length headers (400). A HEAD request gets
+/// the GET response's headers without its body.
+///
+/// Thread-safe: the handler runs on the worker threads concurrently; port(),
+/// listening() and stop() may be called from any thread.
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
 
   struct Options {
+    /// Where to listen when `addresses` is empty.
     ListenAddress address;
+    /// Several addresses to listen on (IPv4 and IPv6); overrides `address`.
+    std::vector<ListenAddress> addresses;
+    /// Threads running the handler. Concurrent scrapes wait for one shared
+    /// collection on these threads, so more of them let a burst of scrapers
+    /// share each collection; idle ones cost a stack each.
     int worker_threads = 16;
     std::size_t max_body_bytes = std::size_t{1} << 20;
-    /// Longest time a client may take to send a request (slow clients hold a thread).
+    /// Longest request line plus headers; longer gets 431.
+    std::size_t max_header_bytes = 16 * 1024;
+    /// Most header fields in one request; more get 431.
+    std::size_t max_header_fields = 64;
+    /// Time a client has from connecting (or from the previous response) to
+    /// the end of its request headers, TLS handshake included.
+    std::chrono::milliseconds header_timeout = 5s;
+    /// Time a client has to send a request body once its headers are in.
     std::chrono::milliseconds request_timeout = 10s;
-    /// How long an idle keep-alive connection keeps its worker thread.
+    /// Longest silence between requests on a kept-alive connection.
     std::chrono::milliseconds keep_alive_timeout = 2s;
+    /// Open connections at most; see the class comment for what happens then.
+    std::size_t max_connections = 4096;
+    /// How long stop() lets requests in progress finish before closing them.
+    std::chrono::milliseconds drain_timeout = 5s;
+    /// Serve HTTPS instead of HTTP on every address.
+    std::optional<TlsServerSettings> tls;
   };
 
-  /// Starts listening and serving. Throws std::runtime_error with civetweb's
-  /// reason (e.g. the address is in use) when it cannot.
+  /// Starts listening and serving. Throws std::runtime_error naming the
+  /// address and the reason (e.g. the address is in use, a key that does not
+  /// match its certificate) when it cannot.
   HttpServer(Options options, Handler handler);
   /// Stops (see stop()).
   ~HttpServer();
@@ -55,22 +83,22 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  /// The port actually bound (the kernel's choice when the address asked for 0).
-  int port() const noexcept { return port_; }
+  /// The port actually bound on the first address (the kernel's choice when
+  /// the address asked for 0).
+  int port() const noexcept;
 
-  /// Stops accepting, waits for requests in progress to finish and releases
-  /// the port. Idempotent.
+  /// Every address listened on, with the ports actually bound; "every
+  /// interface" appears as "::" (IPv6 and IPv4) or "0.0.0.0" (IPv4 only).
+  std::vector<ListenAddress> listening() const;
+
+  /// Stops accepting, closes idle connections at once, lets requests in
+  /// progress finish (at most `drain_timeout`) and releases the ports.
+  /// Idempotent.
   void stop();
 
  private:
-  static int on_begin_request(mg_connection* connection);
-  static int on_log_message(const mg_connection* connection, const char* message);
-  int serve(mg_connection* connection);
-
-  const Options options_;
-  const Handler handler_;
-  std::atomic<mg_context*> context_{nullptr};
-  int port_ = 0;  // immutable after construction
+  class Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 /// Percent-decodes a request path ("/he%61lth" -> "/health"). Returns false

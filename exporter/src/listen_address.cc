@@ -12,16 +12,23 @@ namespace poolscope::exporter {
 ListenAddress ListenAddress::parse(std::string_view text) {
   auto reject = [&](std::string_view why) -> UsageError {
     return UsageError(
-        fmt::format("invalid --web.listen-address='{}': {}; expected [IPv4 address]:port such as "
-                    ":9839 or 127.0.0.1:9839",
+        fmt::format("invalid --web.listen-address='{}': {}; expected [address]:port such as "
+                    ":9839, 127.0.0.1:9839 or [::1]:9839",
                     text, why));
   };
   const std::size_t colon = text.rfind(':');
   if (colon == std::string_view::npos) throw reject("missing ':port'");
   std::string host(text.substr(0, colon));
   const std::string_view port_text = text.substr(colon + 1);
-  if (!host.empty() && (host.front() == '[' || host.find(':') != std::string::npos)) {
-    throw reject("IPv6 addresses are not supported by this build of civetweb");
+  bool bracketed = false;
+  if (!host.empty() && host.front() == '[') {
+    if (host.size() < 2 || host.back() != ']')
+      throw reject("an IPv6 address needs its closing ']'");
+    host = host.substr(1, host.size() - 2);
+    bracketed = true;
+  }
+  if (!bracketed && host.find(':') != std::string::npos) {
+    throw reject("write an IPv6 address in brackets");
   }
   int port = -1;
   const auto [end, error] =
@@ -30,16 +37,23 @@ ListenAddress ListenAddress::parse(std::string_view text) {
       port < 0 || port > 65535) {
     throw reject("the port must be a number from 0 to 65535");
   }
+  if (bracketed) {
+    in6_addr parsed{};
+    if (inet_pton(AF_INET6, host.c_str(), &parsed) != 1) {
+      throw reject("the host in brackets must be an IPv6 address");
+    }
+    return ListenAddress{host, port};
+  }
   if (host == "localhost") host = "127.0.0.1";
   in_addr parsed{};
   if (!host.empty() && inet_pton(AF_INET, host.c_str(), &parsed) != 1) {
-    throw reject("the host must be an IPv4 address (or localhost)");
+    throw reject("the host must be an IPv4 address, a bracketed IPv6 address or localhost");
   }
   return ListenAddress{host, port};
 }
 
-std::string ListenAddress::civetweb_spec() const {
-  return host.empty() ? std::to_string(port) : fmt::format("{}:{}", host, port);
+std::string ListenAddress::to_string() const {
+  return is_ipv6() ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
 }
 
 }  // namespace poolscope::exporter

@@ -133,6 +133,28 @@ int print_asset(const std::string& path) {
   return std::fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
+// Every open connection is a descriptor. Raises the soft limit on open files
+// to the hard one (the usual soft default, 1024, would cap the HTTP server far
+// below its connection bound) and returns the bound that leaves room for the
+// pool's connections and the files the process opens itself.
+std::size_t connection_limit(std::size_t wanted) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return wanted;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  constexpr rlim_t kReserved = 256;
+  if (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= wanted + kReserved) return wanted;
+  const std::size_t available =
+      limit.rlim_cur > 2 * kReserved ? static_cast<std::size_t>(limit.rlim_cur - kReserved) : 64;
+  log_event(LogLevel::kWarning, "Open-file limit lowers the HTTP connection bound",
+            {{"open_file_limit", static_cast<unsigned long long>(limit.rlim_cur)},
+             {"max_connections", available}});
+  return available;
+}
+
 // SIGUSR1: one log line with the pool's statistics, for operators without
 // a Prometheus at hand.
 void log_statistics(const std::function<PoolStatistics()>& statistics) {
@@ -168,14 +190,9 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   WebConfig web_config;
   if (!options.web_config_file.empty()) {
     web_config = WebConfig::load_file(options.web_config_file);
-    if (web_config.tls_enabled) {
-      throw UsageError(fmt::format(
-          "--web.config.file {}: tls_server_config is not supported: Debian's civetweb 1.15 "
-          "cannot serve TLS with OpenSSL 3 (civetweb issue 1334); terminate TLS in a proxy "
-          "in front of the exporter as docs/tls-proxy.md shows, and remove tls_server_config",
-          options.web_config_file));
-    }
   }
+  std::optional<TlsServerSettings> tls;
+  if (web_config.tls_enabled) tls = web_config.tls_server_settings();
   std::unique_ptr<BasicAuthenticator> authenticator;
   if (!web_config.basic_auth_users.empty()) {
     authenticator = std::make_unique<BasicAuthenticator>(web_config.basic_auth_users);
@@ -187,16 +204,16 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   }
 
   auto registry = std::make_shared<prometheus::Registry>();
-  PoolMetrics metrics(registry, MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION,
-                                               options.metrics_naming});
+  PoolMetrics metrics(
+      registry, MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION, options.metrics_naming});
   Pool pool(options.pool);
   metrics.add(pool);
   std::unique_ptr<ServerView> server_view;
   if (options.server_view_interval.count() > 0) {
-    server_view = std::make_unique<ServerView>(ServerView::Options{
-        options.pool.database_url, application_name_of(options.pool), options.pool.name,
-        options.pool.max_size, options.server_view_interval, options.server_view_timeout,
-        options.metrics_prefix});
+    server_view = std::make_unique<ServerView>(
+        ServerView::Options{options.pool.database_url, application_name_of(options.pool),
+                            options.pool.name, options.pool.max_size, options.server_view_interval,
+                            options.server_view_timeout, options.metrics_prefix});
   }
   log_event(LogLevel::kInfo, "Exporter starting",
             {{"version", POOLSCOPE_VERSION},
@@ -276,7 +293,9 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   std::unique_ptr<HttpServer> server;
   try {
     HttpServer::Options server_options;
-    server_options.address = options.listen_address;
+    server_options.addresses = options.listen_addresses;
+    server_options.tls = tls;
+    server_options.max_connections = connection_limit(server_options.max_connections);
     // /mcp is the only endpoint that reads a body: refuse larger ones before
     // reading them.
     server_options.max_body_bytes = options.mcp_max_body_bytes;
@@ -293,13 +312,15 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
     pool.shutdown();
     return EXIT_FAILURE;
   }
-  const std::string host =
-      options.listen_address.host.empty() ? "0.0.0.0" : options.listen_address.host;
-  log_event(
-      LogLevel::kInfo, fmt::format("Listening on {}:{}", host, server->port()),
-      {{"address", fmt::format("{}:{}", host, server->port())},
-       {"metrics", fmt::format("http://{}:{}{}", host, server->port(), options.telemetry_path)},
-       {"health", fmt::format("http://{}:{}/health", host, server->port())}});
+  const char* scheme = tls ? "https" : "http";
+  for (const ListenAddress& address : server->listening()) {
+    const std::string where = address.to_string();
+    log_event(LogLevel::kInfo, fmt::format("Listening on {}", where),
+              {{"address", where},
+               {"tls", tls.has_value()},
+               {"metrics", fmt::format("{}://{}{}", scheme, where, options.telemetry_path)},
+               {"health", fmt::format("{}://{}/health", scheme, where)}});
+  }
 
   std::unique_ptr<Workload> workload;
   if (options.workload_workers > 0) {
@@ -377,7 +398,7 @@ int main(int argc, char** argv) {
       break;
   }
 
-  // Every thread (the pool's, civetweb's) inherits this mask, so these
+  // Every thread (the pool's, the HTTP server's) inherits this mask, so these
   // signals are only ever received by sigwait() in serve(): none of them
   // kills the process (SIGQUIT stops it gracefully, without a core).
   sigset_t handled_signals;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -197,6 +198,30 @@ std::vector<std::string_view> to_vector(const std::array<std::string_view, N>& v
   return {values.begin(), values.end()};
 }
 
+// Go's TLS 1.2 cipher suite names (the toolkit's cipher_suites) to OpenSSL's.
+std::string openssl_cipher(std::string_view go_name) {
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 14> kCiphers = {{
+      {"TLS_RSA_WITH_AES_128_CBC_SHA", "AES128-SHA"},
+      {"TLS_RSA_WITH_AES_256_CBC_SHA", "AES256-SHA"},
+      {"TLS_RSA_WITH_AES_128_GCM_SHA256", "AES128-GCM-SHA256"},
+      {"TLS_RSA_WITH_AES_256_GCM_SHA384", "AES256-GCM-SHA384"},
+      {"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", "ECDHE-ECDSA-AES128-SHA"},
+      {"TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", "ECDHE-ECDSA-AES256-SHA"},
+      {"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "ECDHE-RSA-AES128-SHA"},
+      {"TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", "ECDHE-RSA-AES256-SHA"},
+      {"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"},
+      {"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"},
+      {"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"},
+      {"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "ECDHE-RSA-AES256-GCM-SHA384"},
+      {"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"},
+      {"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", "ECDHE-RSA-CHACHA20-POLY1305"},
+  }};
+  for (const auto& [go, openssl] : kCiphers) {
+    if (go == go_name) return std::string(openssl);
+  }
+  return {};
+}
+
 void read_tls(const Reader& reader, const yaml_node_t* section, WebConfig& config) {
   const auto allowed = to_vector(kTlsKeys);
   std::map<std::string, std::string> strings;
@@ -207,11 +232,18 @@ void read_tls(const Reader& reader, const yaml_node_t* section, WebConfig& confi
       section, "tls_server_config", &allowed, join(kTlsKeys),
       [&](const std::string& key, const yaml_node_t* key_node, const yaml_node_t* value) {
         if (key == "cipher_suites") {
-          // Go's cipher suite names; the exporter serves no TLS itself, so
-          // only the shape is checked.
-          reader.string_list(value, key);
+          config.tls.cipher_suites = reader.string_list(value, key);
+          for (const std::string& suite : config.tls.cipher_suites) {
+            if (openssl_cipher(suite).empty()) {
+              reader.fail(value, fmt::format("unknown cipher suite '{}' in cipher_suites "
+                                             "(accepted: Go's TLS 1.2 names such as "
+                                             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)",
+                                             suite));
+            }
+          }
         } else if (key == "curve_preferences") {
-          for (const std::string& curve : reader.string_list(value, key)) {
+          config.tls.curve_preferences = reader.string_list(value, key);
+          for (const std::string& curve : config.tls.curve_preferences) {
             if (!contains(kCurves, curve)) {
               reader.fail(value,
                           fmt::format("unknown curve '{}' in curve_preferences (accepted: {})",
@@ -221,8 +253,9 @@ void read_tls(const Reader& reader, const yaml_node_t* section, WebConfig& confi
         } else if (key == "client_allowed_sans") {
           sans = reader.string_list(value, key);
           sans_given = !Reader::is_null(value);
+          config.tls.client_allowed_sans = sans;
         } else if (key == "prefer_server_cipher_suites") {
-          reader.bool_value(value, key, true);
+          config.tls.prefer_server_cipher_suites = reader.bool_value(value, key, true);
         } else {
           strings[key] = reader.string_value(value, key);
           if (key == "client_auth_type") auth_node = key_node;
@@ -237,6 +270,15 @@ void read_tls(const Reader& reader, const yaml_node_t* section, WebConfig& confi
     const auto found = strings.find(key);
     return found == strings.end() ? std::string() : found->second;
   };
+  config.tls.cert_file = get("cert_file");
+  config.tls.key_file = get("key_file");
+  config.tls.client_ca_file = get("client_ca_file");
+  config.tls.cert = get("cert");
+  config.tls.key = get("key");
+  config.tls.client_ca = get("client_ca");
+  config.tls.client_auth_type = get("client_auth_type");
+  config.tls.min_version = get("min_version");
+  config.tls.max_version = get("max_version");
   config.tls_enabled = !get("cert_file").empty() || !get("cert").empty() ||
                        !get("key_file").empty() || !get("key").empty() ||
                        !get("client_ca_file").empty() || !get("client_ca").empty() ||
@@ -376,7 +418,82 @@ WebConfig WebConfig::load_file(const std::string& path) {
   }
   std::ostringstream content;
   content << file.rdbuf();
-  return parse(content.str(), path);
+  WebConfig config = parse(content.str(), path);
+  // Like the toolkit, file names are relative to the configuration file.
+  const std::filesystem::path directory = std::filesystem::path(path).parent_path();
+  for (std::string* file :
+       {&config.tls.cert_file, &config.tls.key_file, &config.tls.client_ca_file}) {
+    if (!file->empty() && std::filesystem::path(*file).is_relative()) {
+      *file = (directory / *file).string();
+    }
+  }
+  return config;
+}
+
+namespace {
+
+int tls_version_number(const std::string& name, int otherwise) {
+  if (name == "TLS10") return 0x0301;
+  if (name == "TLS11") return 0x0302;
+  if (name == "TLS12") return 0x0303;
+  if (name == "TLS13") return 0x0304;
+  return otherwise;
+}
+
+std::string read_pem(const std::string& file, const std::string& inline_pem, const char* key) {
+  if (file.empty()) return inline_pem;
+  std::ifstream input(file, std::ios::binary);
+  if (!input) {
+    throw UsageError(fmt::format("--web.config.file: tls_server_config.{}: cannot read {}: {}", key,
+                                 file, std::strerror(errno)));
+  }
+  std::ostringstream content;
+  content << input.rdbuf();
+  return content.str();
+}
+
+}  // namespace
+
+TlsServerSettings WebConfig::tls_server_settings() const {
+  if (!tls.client_allowed_sans.empty()) {
+    throw UsageError(
+        "--web.config.file: tls_server_config.client_allowed_sans is not supported by this "
+        "exporter; remove it (client certificates are still verified against client_ca_file)");
+  }
+  TlsServerSettings settings;
+  settings.certificate_pem = read_pem(tls.cert_file, tls.cert, "cert_file");
+  settings.private_key_pem = read_pem(tls.key_file, tls.key, "key_file");
+  settings.client_ca_pem = read_pem(tls.client_ca_file, tls.client_ca, "client_ca_file");
+  using ClientAuth = TlsServerSettings::ClientAuth;
+  const std::string& auth = tls.client_auth_type;
+  settings.client_auth = auth == "RequestClientCert" ? ClientAuth::kRequestClientCert
+                         : auth == "RequireAnyClientCert" || auth == "RequireClientCert"
+                             ? ClientAuth::kRequireAnyClientCert
+                         : auth == "VerifyClientCertIfGiven" ? ClientAuth::kVerifyClientCertIfGiven
+                         : auth == "RequireAndVerifyClientCert"
+                             ? ClientAuth::kRequireAndVerifyClientCert
+                             : ClientAuth::kNoClientCert;
+  // The toolkit's defaults: at least TLS 1.2, up to TLS 1.3.
+  settings.min_version = tls_version_number(tls.min_version, 0x0303);
+  settings.max_version = tls_version_number(tls.max_version, 0x0304);
+  if (settings.min_version > settings.max_version) {
+    throw UsageError(
+        fmt::format("--web.config.file: tls_server_config: min_version {} is above max_version {}",
+                    tls.min_version, tls.max_version));
+  }
+  for (const std::string& suite : tls.cipher_suites) {
+    if (!settings.cipher_list.empty()) settings.cipher_list += ':';
+    settings.cipher_list += openssl_cipher(suite);
+  }
+  for (const std::string& curve : tls.curve_preferences) {
+    if (!settings.groups.empty()) settings.groups += ':';
+    settings.groups += curve == "CurveP256"   ? "P-256"
+                       : curve == "CurveP384" ? "P-384"
+                       : curve == "CurveP521" ? "P-521"
+                                              : "X25519";
+  }
+  settings.prefer_server_cipher_suites = tls.prefer_server_cipher_suites;
+  return settings;
 }
 
 WebConfig WebConfig::parse(std::string_view yaml, const std::string& source) {

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "tls_server_settings.h"
+
 namespace poolscope::exporter {
 
 /// The `--web.config.file` of the Prometheus exporter toolkit, validated the
@@ -24,14 +26,28 @@ namespace poolscope::exporter {
 ///     basic_auth_users: {<user>: <bcrypt hash>, …}
 ///     rate_limit: {interval: <duration>, burst: <int>}
 ///
-/// Parsing only records whether TLS is configured (tls_enabled); serving TLS
-/// is the caller's decision. A plain value: no thread-safety concerns.
+/// Parsing records the TLS settings without reading the files they name;
+/// tls_server_settings() reads them. A plain value: no thread-safety concerns.
 struct WebConfig {
+  /// tls_server_config as written; file paths made absolute by load_file().
+  struct Tls {
+    std::string cert_file, key_file, client_ca_file;  ///< paths ("" = not given)
+    std::string cert, key, client_ca;                 ///< inline PEM ("" = not given)
+    std::string client_auth_type;                     ///< "" = NoClientCert
+    std::string min_version, max_version;             ///< "TLS12", … ("" = default)
+    std::vector<std::string> cipher_suites;           ///< Go names
+    std::vector<std::string> curve_preferences;       ///< CurveP256, …, X25519
+    std::vector<std::string> client_allowed_sans;
+    bool prefer_server_cipher_suites = true;
+  };
+
   /// User name -> bcrypt hash ($2a$, $2b$ or $2y$, cost 04-31). Empty: no auth.
   std::map<std::string, std::string> basic_auth_users;
   /// True when tls_server_config sets a certificate, key, client CA or client
   /// auth type (the toolkit's TLSConfig.IsEnabled()).
   bool tls_enabled = false;
+  /// Meaningful when tls_enabled.
+  Tls tls;
   /// http_server_config.headers, added to every response.
   std::vector<std::pair<std::string, std::string>> response_headers;
   /// rate_limit.interval; zero disables rate limiting.
@@ -45,6 +61,12 @@ struct WebConfig {
 
   /// Validates YAML text; `source` names it in error messages.
   static WebConfig parse(std::string_view yaml, const std::string& source);
+
+  /// The TLS settings for the HTTP server, reading the certificate, key and
+  /// client CA files. Call only when tls_enabled. Throws UsageError naming the
+  /// file and the setting when a file cannot be read or a setting cannot be
+  /// served (client_allowed_sans, an unknown cipher suite).
+  TlsServerSettings tls_server_settings() const;
 };
 
 /// True when `hash` is a bcrypt hash libxcrypt can check: "$2a$", "$2b$" or

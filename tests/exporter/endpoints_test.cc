@@ -141,6 +141,53 @@ TEST_F(EndpointsTest, HealthIs503OnceShutdownBegins) {
   EXPECT_EQ(nlohmann::json::parse(response.body)["status"], "draining");
 }
 
+TEST(EndpointsScrapes, ScrapesArrivingDuringACollectionShareTheNextOne) {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int collections = 0;
+  bool release_first = false;
+  Endpoints::Sources sources;
+  sources.statistics = [] { return PoolStatistics{}; };
+  sources.metrics = [&] {
+    std::unique_lock lock(mutex);
+    const int number = ++collections;
+    changed.notify_all();
+    if (number == 1) changed.wait(lock, [&] { return release_first; });
+    prometheus::ClientMetric metric;
+    metric.gauge.value = number;
+    prometheus::MetricFamily family{
+        "collection", "which collection", prometheus::MetricType::Gauge, {metric}};
+    return std::vector<prometheus::MetricFamily>{family};
+  };
+  const Endpoints endpoints({}, std::move(sources), nullptr, nullptr);
+
+  std::string first;
+  std::thread first_scrape([&] { first = endpoints.handle(get("/metrics")).body; });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return collections == 1; });
+  }
+  // Three scrapes arrive while the first collection runs: none may take its
+  // (older) page, and they share one collection.
+  std::array<std::string, 3> later;
+  std::vector<std::thread> later_scrapes;
+  for (std::string& page : later) {
+    later_scrapes.emplace_back([&] { page = endpoints.handle(get("/metrics")).body; });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let them queue up
+  {
+    std::lock_guard lock(mutex);
+    release_first = true;
+  }
+  changed.notify_all();
+  first_scrape.join();
+  for (std::thread& scrape : later_scrapes) scrape.join();
+
+  EXPECT_THAT(first, HasSubstr("collection 1"));
+  for (const std::string& page : later) EXPECT_THAT(page, HasSubstr("collection 2"));
+  EXPECT_EQ(collections, 2);
+}
+
 TEST_F(EndpointsTest, MetricsUseTheTextFormat) {
   const HttpResponse response = make().handle(get("/metrics"));
   EXPECT_EQ(response.status, 200);

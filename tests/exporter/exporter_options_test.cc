@@ -54,8 +54,9 @@ TEST(ExporterOptions, DefaultsNeedOnlyTheDatabaseUrl) {
   EXPECT_EQ(options.action, ExporterOptions::Action::kServe);
   EXPECT_EQ(options.pool.database_url, kUrl);
   EXPECT_EQ(options.pool.max_size, PoolConfig::kDefaultMaxSize);
-  EXPECT_EQ(options.listen_address.port, 9839);
-  EXPECT_EQ(options.listen_address.host, "");
+  ASSERT_EQ(options.listen_addresses.size(), 1u);
+  EXPECT_EQ(options.listen_addresses[0].port, 9839);
+  EXPECT_EQ(options.listen_addresses[0].host, "");
   EXPECT_EQ(options.telemetry_path, "/metrics");
   EXPECT_EQ(options.metrics_prefix, "codebase_mcp_pool_");
   EXPECT_EQ(options.log_format, LogFormat::kJson);
@@ -107,8 +108,9 @@ TEST(ExporterOptions, FlagsWinOverVariables) {
   EXPECT_EQ(options.pool.reconnect_backoff, (std::vector<std::chrono::milliseconds>{100ms, 1s}));
   EXPECT_EQ(options.pool.health_window, 30s);
   EXPECT_EQ(options.pool.degraded_wait_threshold, 250ms);
-  EXPECT_EQ(options.listen_address.host, "127.0.0.1");
-  EXPECT_EQ(options.listen_address.port, 0);
+  ASSERT_EQ(options.listen_addresses.size(), 1u);
+  EXPECT_EQ(options.listen_addresses[0].host, "127.0.0.1");
+  EXPECT_EQ(options.listen_addresses[0].port, 0);
   EXPECT_EQ(options.telemetry_path, "/prom");
   EXPECT_EQ(options.metrics_prefix, "svc_");
   EXPECT_EQ(options.workload_workers, 3u);
@@ -266,10 +268,22 @@ TEST(ExporterOptions, DatabaseUrlsLibpqAcceptsStayAccepted) {
 }
 
 TEST(ExporterOptions, ListenAddressForms) {
-  EXPECT_EQ(Fixture{}.parse({"--web.listen-address=:9000"}).listen_address.civetweb_spec(), "9000");
-  EXPECT_EQ(Fixture{}.parse({"--web.listen-address=localhost:9000"}).listen_address.civetweb_spec(),
-            "127.0.0.1:9000");
-  EXPECT_THAT(Fixture{}.error({"--web.listen-address=[::1]:9000"}), HasSubstr("IPv6"));
+  auto only = [](const ExporterOptions& options) {
+    EXPECT_EQ(options.listen_addresses.size(), 1u);
+    return options.listen_addresses.at(0).to_string();
+  };
+  EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=:9000"})), ":9000");
+  EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=localhost:9000"})), "127.0.0.1:9000");
+  EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=[::1]:9000"})), "[::1]:9000");
+  EXPECT_EQ(only(Fixture{}.parse({"--web.listen-address=[::]:9000"})), "[::]:9000");
+  const ExporterOptions several =
+      Fixture{}.parse({"--web.listen-address=127.0.0.1:9000", "--web.listen-address=[::1]:9001"});
+  ASSERT_EQ(several.listen_addresses.size(), 2u);
+  EXPECT_EQ(several.listen_addresses[0].to_string(), "127.0.0.1:9000");
+  EXPECT_EQ(several.listen_addresses[1].to_string(), "[::1]:9001");
+  EXPECT_THAT(Fixture{}.error({"--web.listen-address=::1:9000"}), HasSubstr("brackets"));
+  EXPECT_THAT(Fixture{}.error({"--web.listen-address=[::1:9000"}), HasSubstr("']'"));
+  EXPECT_THAT(Fixture{}.error({"--web.listen-address=[1.2.3.4]:9000"}), HasSubstr("IPv6"));
   EXPECT_THAT(Fixture{}.error({"--web.listen-address=:70000"}), HasSubstr("0 to 65535"));
   EXPECT_THAT(Fixture{}.error({"--web.listen-address=db.example:9000"}), HasSubstr("IPv4"));
 }
@@ -385,14 +399,14 @@ TEST(ExporterOptions, HardeningFlagsHaveDefaultsAndBounds) {
   EXPECT_FALSE(defaults.public_health);
   EXPECT_EQ(defaults.mcp_max_body_bytes, 65536u);
   EXPECT_EQ(defaults.mcp_max_concurrent, 4u);
-  EXPECT_EQ(defaults.shutdown_delay, std::chrono::seconds(1));
+  EXPECT_EQ(defaults.shutdown_delay, std::chrono::milliseconds(250));
   const ExporterOptions set =
       Fixture{}.parse({"--web.unauthenticated-health", "--mcp.max-request-bytes=4096",
-                       "--mcp.max-concurrent-requests=2", "--web.shutdown-delay=250ms"});
+                       "--mcp.max-concurrent-requests=2", "--web.shutdown-delay=2s"});
   EXPECT_TRUE(set.public_health);
   EXPECT_EQ(set.mcp_max_body_bytes, 4096u);
   EXPECT_EQ(set.mcp_max_concurrent, 2u);
-  EXPECT_EQ(set.shutdown_delay, std::chrono::milliseconds(250));
+  EXPECT_EQ(set.shutdown_delay, std::chrono::seconds(2));
   EXPECT_THAT(Fixture{}.error({"--mcp.max-request-bytes=10"}),
               HasSubstr("--mcp.max-request-bytes"));
   EXPECT_THAT(Fixture{}.error({"--mcp.max-concurrent-requests=0"}),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """--web.config.file with a real exporter: basic auth (401 with
 WWW-Authenticate on missing or wrong credentials), response headers, and
-invalid files (unknown keys, bad hashes, TLS) refused with exit 2 and one line.
+invalid files (unknown keys, bad hashes, unreadable TLS files) refused with exit 2 and one line.
 
   exporter_web_config_test.py --exporter PATH
 """
@@ -186,9 +186,16 @@ class InvalidConfigTest(unittest.TestCase):
                                    "basic_auth_users.alice is not a bcrypt hash")
         self.assertNotIn("plaintext-secret", line)
 
-    def test_tls_is_refused_with_a_pointer_to_the_proxy_recipe(self):
-        self.assert_refused("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-                            "tls_server_config", "docs/tls-proxy.md")
+    def test_tls_with_a_missing_certificate_file_is_refused_naming_it(self):
+        self.assert_refused("tls_server_config:\n  cert_file: /nonexistent/server.crt\n"
+                            "  key_file: /nonexistent/server.key\n",
+                            "tls_server_config.cert_file", "/nonexistent/server.crt")
+
+    def test_tls_client_allowed_sans_is_refused(self):
+        self.assert_refused("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"
+                            "  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n"
+                            "  client_allowed_sans: [scraper]\n",
+                            "client_allowed_sans is not supported")
 
     def test_yaml_syntax_error(self):
         self.assert_refused("basic_auth_users: [\n", "YAML syntax error")

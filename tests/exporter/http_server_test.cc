@@ -12,6 +12,8 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace poolscope::exporter {
 namespace {
@@ -23,15 +25,23 @@ using ::testing::StartsWith;
 // HTTP library would.
 class RawClient {
  public:
-  explicit RawClient(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-      throw std::runtime_error("connect failed");
+  explicit RawClient(int port, bool ipv6 = false) {
+    fd_ = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    int status = -1;
+    if (ipv6) {
+      sockaddr_in6 address{};
+      address.sin6_family = AF_INET6;
+      address.sin6_port = htons(static_cast<uint16_t>(port));
+      address.sin6_addr = in6addr_loopback;
+      status = connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    } else {
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_port = htons(static_cast<uint16_t>(port));
+      address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      status = connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address);
     }
+    if (status != 0) throw std::runtime_error("connect failed");
   }
   ~RawClient() { close(fd_); }
 
@@ -193,7 +203,7 @@ TEST_F(HttpServerTest, MalformedRequestsGet4xxAndTheServerKeepsServing) {
   for (const std::string& request : garbage) {
     RawClient client(server_->port());
     const std::string response = client.request(request);
-    // civetweb answers 400, 411, 413, 431 or 505 depending on the defect.
+    // 400, 411, 413, 431 or 505 depending on the defect.
     EXPECT_THAT(response, ::testing::MatchesRegex("HTTP/[0-9.]+ (400|411|413|431|505) (.|\r|\n)*"))
         << request.substr(0, 40);
   }
@@ -236,6 +246,134 @@ TEST_F(HttpServerTest, AnotherServerOnTheSamePortFailsWithTheReason) {
 TEST_F(HttpServerTest, StopIsIdempotent) {
   server_->stop();
   server_->stop();
+}
+
+TEST_F(HttpServerTest, RefusesMoreThan64HeaderFieldsWith431) {
+  std::string fields;
+  for (int i = 0; i < 62; ++i) fields += "X-Field-" + std::to_string(i) + ": v\r\n";
+  // Host, 62 fields and Connection: 64 in all.
+  EXPECT_THAT(
+      RawClient(server_->port())
+          .request("GET /ok HTTP/1.1\r\nHost: t\r\n" + fields + "Connection: close\r\n\r\n"),
+      StartsWith("HTTP/1.1 200 OK"));
+  const std::string response = RawClient(server_->port())
+                                   .request("GET /no HTTP/1.1\r\nHost: t\r\n" + fields +
+                                            "X-One-More: v\r\nConnection: close\r\n\r\n");
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 431 "));
+  EXPECT_THAT(response, HasSubstr("too many header fields: 65 (at most 64)"));
+  EXPECT_EQ(handled_.load(), 1);
+}
+
+TEST_F(HttpServerTest, AnHttp2PrefaceGets400AndOtherVersions505) {
+  EXPECT_THAT(RawClient(server_->port()).request("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+              StartsWith("HTTP/1.1 400 "));
+  EXPECT_THAT(RawClient(server_->port()).request("GET / HTTP/7.0\r\nHost: t\r\n\r\n"),
+              StartsWith("HTTP/1.1 505 "));
+  EXPECT_EQ(handled_.load(), 0);
+}
+
+TEST_F(HttpServerTest, RefusesTwoContentLengthsWith400) {
+  const std::string response = RawClient(server_->port())
+                                   .request(
+                                       "POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                                       "Content-Length: 40\r\n\r\n{}");
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 400 "));
+  EXPECT_EQ(handled_.load(), 0);
+}
+
+HttpServer::Options loopback_options() {
+  HttpServer::Options options;
+  options.address = ListenAddress::parse("127.0.0.1:0");
+  return options;
+}
+
+HttpResponse ok(const HttpRequest&) {
+  HttpResponse response;
+  response.body = "ok";
+  return response;
+}
+
+TEST(HttpServer, ClosesAClientThatDoesNotFinishItsHeadersInTime) {
+  HttpServer::Options options = loopback_options();
+  options.header_timeout = std::chrono::milliseconds(200);
+  HttpServer server(options, ok);
+  RawClient silent(server.port());
+  RawClient slow(server.port());
+  slow.send_all("GET / HTTP/1.1\r\nHo");
+  EXPECT_TRUE(silent.closed_by_server());
+  EXPECT_TRUE(slow.closed_by_server());
+  EXPECT_THAT(RawClient(server.port()).request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
+              StartsWith("HTTP/1.1 200 OK"));
+}
+
+TEST(HttpServer, ClosesAnIdleKeptAliveConnection) {
+  HttpServer::Options options = loopback_options();
+  options.keep_alive_timeout = std::chrono::milliseconds(200);
+  HttpServer server(options, ok);
+  RawClient client(server.port());
+  EXPECT_THAT(client.request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
+              HasSubstr("Connection: keep-alive"));
+  EXPECT_TRUE(client.closed_by_server());
+}
+
+TEST(HttpServer, AtTheConnectionLimitClosesTheOldestIdleConnectionToServeANewOne) {
+  HttpServer::Options options = loopback_options();
+  options.max_connections = 3;
+  HttpServer server(options, ok);
+  RawClient oldest(server.port());
+  RawClient second(server.port());
+  RawClient third(server.port());
+  // Each connection above is accepted before the next request is read.
+  EXPECT_THAT(
+      RawClient(server.port()).request("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+      StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_TRUE(oldest.closed_by_server());
+}
+
+TEST(HttpServer, ListensOnSeveralAddressesIncludingIpv6) {
+  const int probe = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 loopback{};
+  loopback.sin6_family = AF_INET6;
+  loopback.sin6_addr = in6addr_loopback;
+  const bool has_ipv6 =
+      probe >= 0 && bind(probe, reinterpret_cast<sockaddr*>(&loopback), sizeof loopback) == 0;
+  if (probe >= 0) close(probe);
+  if (!has_ipv6) GTEST_SKIP() << "no IPv6 loopback";
+
+  HttpServer::Options options;
+  options.addresses = {ListenAddress::parse("127.0.0.1:0"), ListenAddress::parse("[::1]:0")};
+  HttpServer server(options, ok);
+  const std::vector<ListenAddress> listening = server.listening();
+  ASSERT_EQ(listening.size(), 2u);
+  EXPECT_EQ(listening[0].port, server.port());
+  EXPECT_EQ(listening[1].host, "::1");
+  EXPECT_THAT(RawClient(listening[0].port).request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
+              StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(
+      RawClient(listening[1].port, /*ipv6=*/true).request("GET / HTTP/1.1\r\nHost: t\r\n\r\n"),
+      StartsWith("HTTP/1.1 200 OK"));
+}
+
+TEST(HttpServer, StopLetsARequestInProgressFinishWithConnectionClose) {
+  std::atomic<bool> entered{false};
+  std::atomic<bool> release{false};
+  HttpServer server(loopback_options(), [&](const HttpRequest&) {
+    entered = true;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return ok(HttpRequest{});
+  });
+  RawClient busy(server.port());
+  RawClient idle(server.port());
+  busy.send_all("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  while (!entered) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::thread stopper([&] { server.stop(); });
+  EXPECT_TRUE(idle.closed_by_server());
+  release = true;
+  const std::string response = busy.read_response();
+  stopper.join();
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(response, HasSubstr("Connection: close"));
+  EXPECT_TRUE(busy.closed_by_server());
 }
 
 }  // namespace

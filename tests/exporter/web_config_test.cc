@@ -187,5 +187,58 @@ TEST(WebConfig, LoadsFiles) {
   EXPECT_THROW(WebConfig::load_file(path), UsageError);
 }
 
+TEST(WebConfig, TlsSettingsReadTheFilesRelativeToTheConfiguration) {
+  char directory[] = "/tmp/poolscope-web-config-XXXXXX";
+  ASSERT_NE(mkdtemp(directory), nullptr);
+  const std::string base = directory;
+  std::ofstream(base + "/server.crt") << "CERTIFICATE";
+  std::ofstream(base + "/server.key") << "KEY";
+  std::ofstream(base + "/clients.crt") << "CLIENT CA";
+  std::ofstream(base + "/web.yml")
+      << "tls_server_config:\n  cert_file: server.crt\n  key_file: " << base
+      << "/server.key\n  client_ca_file: clients.crt\n"
+         "  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS13\n"
+         "  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"
+         "  curve_preferences: [X25519, CurveP256]\n";
+  const WebConfig config = WebConfig::load_file(base + "/web.yml");
+  ASSERT_TRUE(config.tls_enabled);
+  const TlsServerSettings settings = config.tls_server_settings();
+  EXPECT_EQ(settings.certificate_pem, "CERTIFICATE");
+  EXPECT_EQ(settings.private_key_pem, "KEY");
+  EXPECT_EQ(settings.client_ca_pem, "CLIENT CA");
+  EXPECT_EQ(settings.client_auth, TlsServerSettings::ClientAuth::kRequireAndVerifyClientCert);
+  EXPECT_EQ(settings.min_version, 0x0304);
+  EXPECT_EQ(settings.max_version, 0x0304);
+  EXPECT_EQ(settings.cipher_list, "ECDHE-RSA-AES128-GCM-SHA256");
+  EXPECT_EQ(settings.groups, "X25519:P-256");
+
+  std::remove((base + "/server.crt").c_str());
+  try {
+    (void)config.tls_server_settings();
+    FAIL() << "a missing certificate file was accepted";
+  } catch (const UsageError& error) {
+    EXPECT_THAT(error.what(), HasSubstr("tls_server_config.cert_file"));
+    EXPECT_THAT(error.what(), HasSubstr(base + "/server.crt"));
+  }
+  for (const char* name : {"/server.key", "/clients.crt", "/web.yml"}) {
+    std::remove((base + name).c_str());
+  }
+  rmdir(directory);
+}
+
+TEST(WebConfig, TlsSettingsTheServerCannotHonourAreRefused) {
+  EXPECT_THAT(error_of("tls_server_config:\n  cert_file: a\n  key_file: b\n"
+                       "  cipher_suites: [TLS_MADE_UP]\n"),
+              HasSubstr("unknown cipher suite 'TLS_MADE_UP'"));
+  const WebConfig sans = WebConfig::parse(
+      "tls_server_config:\n  cert: x\n  key: y\n  client_ca: z\n"
+      "  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [a]\n",
+      "w");
+  EXPECT_THROW(sans.tls_server_settings(), UsageError);
+  const WebConfig versions = WebConfig::parse(
+      "tls_server_config:\n  cert: x\n  key: y\n  min_version: TLS13\n  max_version: TLS12\n", "w");
+  EXPECT_THROW(versions.tls_server_settings(), UsageError);
+}
+
 }  // namespace
 }  // namespace poolscope::exporter
