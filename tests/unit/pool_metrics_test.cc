@@ -14,6 +14,7 @@
 namespace poolscope {
 namespace {
 
+using namespace std::chrono_literals;
 using testing::FakeClock;
 using testing::FakeFactory;
 using testing::FakeServer;
