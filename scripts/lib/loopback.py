@@ -215,7 +215,8 @@ class Server(Startable):
     name = "server"
     temp_prefix = "poolscope-server."
 
-    def __init__(self, binary: str, workdir: Optional[str] = None):
+    def __init__(self, binary: str, workdir: Optional[str] = None, port: Optional[int] = None):
+        """port: the port to try first (others only if it was taken meanwhile)."""
         if not shutil.which(binary):
             raise ServerError(f"{binary} not found; install it with scripts/setup")
         self.binary = binary
@@ -225,6 +226,7 @@ class Server(Startable):
         self.log_path = os.path.join(self.workdir, f"{self.name}.log")
         self.process: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
+        self.preferred_port = port
 
     def command(self, port: int) -> List[str]:
         raise NotImplementedError
@@ -234,8 +236,8 @@ class Server(Startable):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Server":
-        for _ in range(START_ATTEMPTS):
-            self.port = free_port()
+        for attempt in range(START_ATTEMPTS):
+            self.port = self.preferred_port if attempt == 0 and self.preferred_port else free_port()
             log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
             self.process = spawn(self.command(self.port), self.log_path)
             deadline = time.monotonic() + READY_TIMEOUT_S

@@ -392,8 +392,8 @@ class Prometheus(Server):
     def __init__(self, workdir: str, targets: Sequence[str], rule_files: Sequence[str] = (),
                  alertmanager: Optional[str] = None, scrape_interval: str = "5s",
                  evaluation_interval: Optional[str] = None, binary: str = "prometheus",
-                 alert_resend_delay: Optional[str] = None):
-        super().__init__(binary, workdir)
+                 alert_resend_delay: Optional[str] = None, port: Optional[int] = None):
+        super().__init__(binary, workdir, port)
         self.config_path = os.path.join(workdir, "prometheus.yml")
         self.alert_resend_delay = alert_resend_delay
         config = {
@@ -549,11 +549,13 @@ class Stack(Startable):
         self.alertmanager = Alertmanager(os.path.join(self.workdir, "alertmanager"),
                                          self.alertmanager_config_path, self.alertmanager_binary).start()
 
+        # Prometheus starts once it knows the exporters' ports; its port is
+        # chosen now so that the exporters' landing pages can link it.
+        prometheus_port = free_port()
         for index, spec in enumerate(self.exporter_specs):
-            # The landing page links the Alertmanager (Prometheus starts
-            # later, once it knows the exporters' ports).
             spec = dataclasses.replace(spec, args=[
-                f"--landing-page.alertmanager-url={self.alertmanager.url}", *spec.args])
+                f"--landing-page.alertmanager-url={self.alertmanager.url}",
+                f"--landing-page.prometheus-url=http://127.0.0.1:{prometheus_port}", *spec.args])
             self.exporters.append(StackExporter(self.exporter_binary, spec,
                                                 os.path.join(self.workdir, f"exporter-{index + 1}")))
         for exporter in self.exporters:
@@ -570,7 +572,7 @@ class Stack(Startable):
                                      [e.target for e in self.exporters], rule_files,
                                      f"127.0.0.1:{self.alertmanager.port}", self.scrape_interval,
                                      self.evaluation_interval, self.prometheus_binary,
-                                     self.alert_resend_delay).start()
+                                     self.alert_resend_delay, prometheus_port).start()
         return self
 
     def stop(self) -> None:

@@ -106,6 +106,11 @@ class StackCliTest(unittest.TestCase):
         # The printed links to Prometheus' pages exist on this Prometheus.
         for key in ("targets", "alerts"):
             self.assertEqual(stack.http_get(urls["prometheus"][key]).status, 200, urls["prometheus"][key])
+        # Each landing page links this Prometheus and this Alertmanager.
+        for exporter in urls["exporters"]:
+            page = stack.http_get(exporter["landing_page"]).text()
+            self.assertIn(urls["prometheus"]["alerts"], page)
+            self.assertIn(urls["alertmanager"]["ui"].rstrip("/"), page)
         self.assertEqual(stack.http_get(urls["alertmanager"]["ui"] + "-/ready").status, 200)
         self.assertIsInstance(stack.http_json(urls["receiver"]["url"]), list)
         self.assertTrue(os.path.isfile(urls["receiver"]["log"]))
