@@ -16,8 +16,8 @@ using nlohmann::json;
 
 // Newest first: initialize answers with the first entry when the client asks
 // for a revision we do not know.
-constexpr std::array<std::string_view, 4> kProtocolVersions = {
-    "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"};
+constexpr std::array<std::string_view, 4> kProtocolVersions = {"2025-11-25", "2025-06-18",
+                                                               "2025-03-26", "2024-11-05"};
 
 // JSON-RPC 2.0 error codes, plus MCP's resource-not-found.
 constexpr int kParseError = -32700;
@@ -74,8 +74,7 @@ HttpResponse status_only(int status) {
   return response;
 }
 
-json error_message(const json& id, int code, std::string_view message,
-                   const json& data = nullptr) {
+json error_message(const json& id, int code, std::string_view message, const json& data = nullptr) {
   json error = {{"code", code}, {"message", message}};
   if (!data.is_null()) error["data"] = data;
   return {{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(error)}};
@@ -105,8 +104,8 @@ double quality(std::string_view parameters) {
   while (!parameters.empty()) {
     const auto semicolon = parameters.find(';');
     const std::string_view parameter = trim(parameters.substr(0, semicolon));
-    parameters = semicolon == std::string_view::npos ? std::string_view{}
-                                                     : parameters.substr(semicolon + 1);
+    parameters =
+        semicolon == std::string_view::npos ? std::string_view{} : parameters.substr(semicolon + 1);
     if (parameter.size() < 2 || (parameter[0] != 'q' && parameter[0] != 'Q') ||
         parameter[1] != '=') {
       continue;
@@ -241,7 +240,8 @@ const json* member(const json& object, std::string_view key) {
 // which no MCP method takes (bad params); any other type is not a request.
 void check_params(const json* params) {
   if (params == nullptr || params->is_object()) return;
-  if (params->is_array()) throw RpcError{kInvalidParams, "Invalid params: params must be an object"};
+  if (params->is_array())
+    throw RpcError{kInvalidParams, "Invalid params: params must be an object"};
   throw RpcError{kInvalidRequest, "Invalid Request: params must be an object"};
 }
 
@@ -278,9 +278,9 @@ std::size_t size_argument(const json& value, std::string_view name, std::int64_t
   const bool whole = value.is_number_unsigned() || value.is_number_integer();
   if (!whole || value.get<std::int64_t>() < minimum ||
       value.get<std::int64_t>() > kMaxToolPoolSize) {
-    throw ToolRefusal{"Invalid arguments: " + std::string(name) +
-                      " must be a whole number from " + std::to_string(minimum) + " to " +
-                      std::to_string(kMaxToolPoolSize) + ", got " + serialize(value)};
+    throw ToolRefusal{"Invalid arguments: " + std::string(name) + " must be a whole number from " +
+                      std::to_string(minimum) + " to " + std::to_string(kMaxToolPoolSize) +
+                      ", got " + serialize(value)};
   }
   return value.get<std::size_t>();
 }
@@ -370,18 +370,18 @@ HttpResponse McpServer::handle(std::string_view http_method, std::string_view ac
   try {
     if (http_method != "POST") {
       // No server-to-client stream (GET) and no sessions to end (DELETE).
-      HttpResponse response = json_response(
-          405, error_message(nullptr, kInvalidRequest,
-                             "Method Not Allowed: send JSON-RPC messages with POST"));
+      HttpResponse response =
+          json_response(405, error_message(nullptr, kInvalidRequest,
+                                           "Method Not Allowed: send JSON-RPC messages with POST"));
       response.headers.emplace_back("Allow", "POST");
       return response;
     }
     const ReplyFormat format = negotiate(accept);
     if (format == ReplyFormat::kNotAcceptable) {
-      return json_response(
-          406, error_message(nullptr, kInvalidRequest,
-                             "Not Acceptable: Accept must include application/json or "
-                             "text/event-stream"));
+      return json_response(406,
+                           error_message(nullptr, kInvalidRequest,
+                                         "Not Acceptable: Accept must include application/json or "
+                                         "text/event-stream"));
     }
 
     json id = nullptr;  // stays null until the message has shown a valid id
@@ -409,9 +409,8 @@ HttpResponse McpServer::handle(std::string_view http_method, std::string_view ac
       if (method == nullptr) {
         // A response to a server request. We never send any, so there is
         // nothing to match it with; accept and drop it.
-        const bool looks_like_response =
-            id_member != nullptr && is_valid_id(*id_member) &&
-            (message.contains("result") || message.contains("error"));
+        const bool looks_like_response = id_member != nullptr && is_valid_id(*id_member) &&
+                                         (message.contains("result") || message.contains("error"));
         if (!looks_like_response) {
           throw RpcError{kInvalidRequest, "Invalid Request: method is missing"};
         }
@@ -472,8 +471,7 @@ json McpServer::initialize(const json* params) const {
   for (const std::string_view key : {"capabilities", "clientInfo"}) {
     const json* value = optional_member(params, key);
     if (value != nullptr && !value->is_object()) {
-      throw RpcError{kInvalidParams,
-                     "Invalid params: " + std::string(key) + " must be an object"};
+      throw RpcError{kInvalidParams, "Invalid params: " + std::string(key) + " must be an object"};
     }
   }
   // Answer with the client's revision when we speak it, else our newest; the

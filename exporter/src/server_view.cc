@@ -1,15 +1,13 @@
 #include "server_view.h"
 
-#include <poll.h>
-
+#include <fmt/format.h>
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <cerrno>
 #include <cmath>
 #include <stdexcept>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "exporter_log.h"
 #include "redaction.h"
@@ -86,9 +84,9 @@ std::string view_conninfo(const ServerView::Options& options) {
       std::max<std::int64_t>(2, static_cast<std::int64_t>(std::ceil(timeout_ms / 1000.0)));
   startup_options += fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
                                  std::max<std::int64_t>(1, timeout_ms));
-  conninfo += fmt::format("application_name={} connect_timeout={} options={}",
-                          quote_value(kViewApplicationName), connect_seconds,
-                          quote_value(startup_options));
+  conninfo +=
+      fmt::format("application_name={} connect_timeout={} options={}",
+                  quote_value(kViewApplicationName), connect_seconds, quote_value(startup_options));
   return conninfo;
 }
 
@@ -134,9 +132,9 @@ ServerReading ServerView::query() {
     connection_ = std::make_unique<Connection>();
     connection_->handle = PQconnectdb(conninfo_.c_str());
     if (connection_->handle == nullptr || PQstatus(connection_->handle) != CONNECTION_OK) {
-      const std::string reason =
-          connection_->handle != nullptr ? first_line(PQerrorMessage(connection_->handle))
-                                         : "out of memory";
+      const std::string reason = connection_->handle != nullptr
+                                     ? first_line(PQerrorMessage(connection_->handle))
+                                     : "out of memory";
       connection_.reset();
       throw std::runtime_error("cannot connect: " + reason);
     }
@@ -189,8 +187,8 @@ ServerReading ServerView::query() {
     throw std::runtime_error("query failed: " + (failure.empty() ? "no result" : failure));
   }
   const char* host = PQhost(handle);
-  reading->server = fmt::format("{}:{}/{}", host != nullptr ? host : "", PQport(handle),
-                                PQdb(handle));
+  reading->server =
+      fmt::format("{}:{}/{}", host != nullptr ? host : "", PQport(handle), PQdb(handle));
   return *reading;
 }
 
@@ -242,7 +240,8 @@ std::vector<prometheus::MetricFamily> ServerView::collect() const {
   }
   const std::string& prefix = options_.metrics_prefix;
   std::vector<MetricFamily> families;
-  auto family = [&](const std::string& name, const std::string& help, MetricType type) -> MetricFamily& {
+  auto family = [&](const std::string& name, const std::string& help,
+                    MetricType type) -> MetricFamily& {
     families.push_back(MetricFamily{prefix + name, help, type, {}});
     return families.back();
   };
@@ -271,9 +270,9 @@ std::vector<prometheus::MetricFamily> ServerView::collect() const {
   }
   if (!reading) return families;
   const std::vector<ClientMetric::Label> labels{{"pool", pool}, {"server", reading->server}};
-  auto& sessions = family("server_sessions",
-                          "The pool's sessions on the server (pg_stat_activity), by state",
-                          MetricType::Gauge);
+  auto& sessions =
+      family("server_sessions", "The pool's sessions on the server (pg_stat_activity), by state",
+             MetricType::Gauge);
   const std::pair<const char*, std::size_t> states[] = {
       {"active", reading->active},
       {"idle", reading->idle},

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <prometheus/metric_family.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -11,8 +13,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <prometheus/metric_family.h>
 
 namespace poolscope::exporter {
 
@@ -103,8 +103,8 @@ class ServerView {
   ServerReading query();
 
   const Options options_;
-  std::string conninfo_;            // options_.database_url with the view's settings
-  std::string password_;            // scrubbed from logged errors
+  std::string conninfo_;                    // options_.database_url with the view's settings
+  std::string password_;                    // scrubbed from logged errors
   std::unique_ptr<Connection> connection_;  // used by read_once() only
   bool warned_overcommit_ = false;          // used by read_once() only
   std::atomic<std::uint64_t> errors_{0};

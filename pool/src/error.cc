@@ -26,8 +26,8 @@ std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistic
       "Connection acquisition timeout: waited {:.3f} s for a connection from pool '{}' "
       "({}/{} connections active, {} waiting, state {}); raise POOL_MAX_SIZE or "
       "POOL_ACQUIRE_TIMEOUT, or look for slow queries and leaked connections",
-      seconds, stats.pool_name, stats.active_connections, stats.max_size,
-      stats.waiting_requests, to_string(stats.state));
+      seconds, stats.pool_name, stats.active_connections, stats.max_size, stats.waiting_requests,
+      to_string(stats.state));
 }
 }  // namespace
 

@@ -1,13 +1,13 @@
 #include "poolscope/pool_config.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
-
-#include <fmt/format.h>
 
 #include "poolscope/error.h"
 
@@ -29,8 +29,10 @@ std::string lower(std::string_view text) {
 }
 
 std::string_view trim(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.remove_suffix(1);
   return text;
 }
 
@@ -181,7 +183,8 @@ bool parse_bool(std::string_view text, const std::string& variable) {
   const std::string value = lower(trim(text));
   if (value == "true" || value == "1" || value == "yes" || value == "on") return true;
   if (value == "false" || value == "0" || value == "no" || value == "off") return false;
-  throw ConfigError(variable, std::string(text), "expected true or false (also 1/0, yes/no, on/off)");
+  throw ConfigError(variable, std::string(text),
+                    "expected true or false (also 1/0, yes/no, on/off)");
 }
 
 LogLevel parse_log_level(std::string_view text, const std::string& variable) {
@@ -191,16 +194,22 @@ LogLevel parse_log_level(std::string_view text, const std::string& variable) {
   if (value == "warning" || value == "warn") return LogLevel::kWarning;
   if (value == "error") return LogLevel::kError;
   if (value == "critical") return LogLevel::kCritical;
-  throw ConfigError(variable, std::string(text), "expected DEBUG, INFO, WARNING, ERROR or CRITICAL");
+  throw ConfigError(variable, std::string(text),
+                    "expected DEBUG, INFO, WARNING, ERROR or CRITICAL");
 }
 
 std::string_view to_string(LogLevel level) noexcept {
   switch (level) {
-    case LogLevel::kDebug: return "DEBUG";
-    case LogLevel::kInfo: return "INFO";
-    case LogLevel::kWarning: return "WARNING";
-    case LogLevel::kError: return "ERROR";
-    case LogLevel::kCritical: return "CRITICAL";
+    case LogLevel::kDebug:
+      return "DEBUG";
+    case LogLevel::kInfo:
+      return "INFO";
+    case LogLevel::kWarning:
+      return "WARNING";
+    case LogLevel::kError:
+      return "ERROR";
+    case LogLevel::kCritical:
+      return "CRITICAL";
   }
   return "INFO";
 }
@@ -214,8 +223,10 @@ QueuePolicy parse_queue_policy(std::string_view text, const std::string& variabl
 
 std::string_view to_string(QueuePolicy policy) noexcept {
   switch (policy) {
-    case QueuePolicy::kBarging: return "barging";
-    case QueuePolicy::kFifo: return "fifo";
+    case QueuePolicy::kBarging:
+      return "barging";
+    case QueuePolicy::kFifo:
+      return "fifo";
   }
   return "barging";
 }
@@ -256,15 +267,13 @@ void PoolConfig::validate() const {
                       "expected a fraction in (0, 1]");
   }
   if (!(degraded_headroom >= 0.0 && degraded_headroom <= healthy_headroom)) {
-    throw ConfigError("POOL_DEGRADED_HEADROOM", fmt::format("{}", degraded_headroom),
-                      fmt::format("expected a fraction from 0 to POOL_HEALTHY_HEADROOM ({})",
-                                  healthy_headroom));
+    throw ConfigError(
+        "POOL_DEGRADED_HEADROOM", fmt::format("{}", degraded_headroom),
+        fmt::format("expected a fraction from 0 to POOL_HEALTHY_HEADROOM ({})", healthy_headroom));
   }
-  check_range(degraded_wait_threshold, "POOL_DEGRADED_WAIT_THRESHOLD", 0ms,
-              "must not be negative");
+  check_range(degraded_wait_threshold, "POOL_DEGRADED_WAIT_THRESHOLD", 0ms, "must not be negative");
   if (health_window < 1s || health_window > kMaxWindow) {
-    throw ConfigError("POOL_HEALTH_WINDOW", fmt::format("{}s", health_window.count()),
-                      kWindowHelp);
+    throw ConfigError("POOL_HEALTH_WINDOW", fmt::format("{}s", health_window.count()), kWindowHelp);
   }
   if (reconnect_backoff.empty()) {
     throw ConfigError("POOL_RECONNECT_BACKOFF", "", "needs at least one delay");
@@ -285,7 +294,8 @@ PoolConfig PoolConfig::from_env(
       field = parse_duration(value, variable);
     };
   };
-  with("DATABASE_URL", [&](const std::string& value, const std::string&) { config.database_url = value; });
+  with("DATABASE_URL",
+       [&](const std::string& value, const std::string&) { config.database_url = value; });
   with("POOL_NAME", [&](const std::string& value, const std::string&) { config.name = value; });
   with("POOL_APPLICATION_NAME",
        [&](const std::string& value, const std::string&) { config.application_name = value; });

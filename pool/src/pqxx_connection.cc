@@ -1,8 +1,8 @@
 // The libpqxx-backed Connection and its factory.
 
-#include <poll.h>
-
+#include <fmt/format.h>
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <chrono>
 #include <cmath>
@@ -10,8 +10,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "poolscope/connection.h"
 #include "poolscope/error.h"
@@ -51,7 +49,8 @@ ParsedConninfo parse_conninfo(const std::string& url) {
     if (error != nullptr) PQfreemem(error);
     // libpq quotes the offending fragment, which may be part of a password.
     if (const auto quote = reason.find('"'); quote != std::string::npos) reason.resize(quote);
-    while (!reason.empty() && (reason.back() == '\n' || reason.back() == ' ' || reason.back() == ':')) {
+    while (!reason.empty() &&
+           (reason.back() == '\n' || reason.back() == ' ' || reason.back() == ':')) {
       reason.pop_back();
     }
     throw ConfigError("DATABASE_URL", redact_database_url(url),
@@ -160,8 +159,8 @@ class PqxxConnection final : public Connection {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
-        throw Error(fmt::format("Connection validation failed: no answer within {} ms",
-                                limit.count()));
+        throw Error(
+            fmt::format("Connection validation failed: no answer within {} ms", limit.count()));
       }
       pollfd descriptor{PQsocket(handle), POLLIN, 0};
       const int ready = ::poll(&descriptor, 1, static_cast<int>(left.count()));
@@ -214,8 +213,8 @@ class PqxxFactory final : public ConnectionFactory {
         continue;
       }
       conninfo_ += fmt::format("{}={} ", keyword, quote_value(value));
-      if (keyword == "host" || keyword == "hostaddr" || keyword == "port" ||
-          keyword == "dbname" || keyword == "user") {
+      if (keyword == "host" || keyword == "hostaddr" || keyword == "port" || keyword == "dbname" ||
+          keyword == "user") {
         description_ += fmt::format("{}{}={}", description_.empty() ? "" : " ", keyword, value);
       }
     }
@@ -224,10 +223,12 @@ class PqxxFactory final : public ConnectionFactory {
     // statement_timeout travels in the startup packet: no extra round trip,
     // and RESET ALL / DISCARD ALL return to it.
     if (config.command_timeout.count() > 0) {
-      startup_options += fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
-                                     config.command_timeout.count());
+      startup_options +=
+          fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
+                      config.command_timeout.count());
     }
-    if (!startup_options.empty()) conninfo_ += fmt::format("options={}", quote_value(startup_options));
+    if (!startup_options.empty())
+      conninfo_ += fmt::format("options={}", quote_value(startup_options));
     if (description_.empty()) description_ = "(libpq defaults)";
   }
 

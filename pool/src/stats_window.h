@@ -23,8 +23,7 @@ class StatsWindow {
 
   /// One acquisition: `active` connections lent out at `now`, after a wait of
   /// `wait_ms` (std::nullopt: the wait does not count, see PoolCore).
-  void record_acquisition(Clock::time_point now, std::optional<double> wait_ms,
-                          std::size_t active);
+  void record_acquisition(Clock::time_point now, std::optional<double> wait_ms, std::size_t active);
   void record_error(Clock::time_point now);
   /// Drops the error counts and the wait maxima (active maxima stay): an
   /// outage that has ended is neither a "recent error" nor a "recent wait".

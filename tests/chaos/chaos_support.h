@@ -4,6 +4,10 @@
 // scripts/lib/pgctl), capture of poolscope's log lines, and small helpers
 // for running commands and checking that a secret never shows up.
 
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,16 +21,11 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <pqxx/pqxx>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <pqxx/pqxx>
-#include <prometheus/registry.h>
-#include <prometheus/text_serializer.h>
-#include <spdlog/sinks/base_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "cluster.h"
 #include "fakes.h"

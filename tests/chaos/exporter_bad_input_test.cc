@@ -5,6 +5,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,15 +14,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "chaos_support.h"
 
@@ -138,7 +136,7 @@ struct RawResponse {
 /// Sends `request` as is on a fresh connection and reads one response: up to
 /// Content-Length, the server closing, or `limit` passing.
 RawResponse http_exchange(int port, std::string_view request, bool close_write = false,
-                     std::chrono::milliseconds limit = 5s) {
+                          std::chrono::milliseconds limit = 5s) {
   RawResponse response;
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};
@@ -211,13 +209,13 @@ struct ServingExporter {
                                        "--pool.health-window=1s",
                                        "--pool.health-check-interval=200ms"};
     arguments.insert(arguments.end(), extra_arguments.begin(), extra_arguments.end());
-    process = std::make_unique<Exporter>(arguments,
-                                         std::vector<std::pair<std::string, std::string>>{
-                                             {"DATABASE_URL", url}});
+    process = std::make_unique<Exporter>(
+        arguments, std::vector<std::pair<std::string, std::string>>{{"DATABASE_URL", url}});
     port = process->port();
   }
   bool healthy(std::chrono::milliseconds limit = 20s) {
-    return port != 0 && eventually([&] { return http_exchange(port, get("/health")).status == 200; }, limit);
+    return port != 0 &&
+           eventually([&] { return http_exchange(port, get("/health")).status == 200; }, limit);
   }
   std::unique_ptr<Exporter> process;
   int port = 0;
@@ -247,7 +245,8 @@ std::vector<BadConfig> bad_configurations() {
   cases.push_back({"DATABASE_URL", {{"DATABASE_URL", ""}}, {}});
   cases.push_back({"DATABASE_URL", {}, {}});  // unset
   for (const std::string& url :
-       {std::string("not a url"), std::string("http://example.com/"), std::string("postgresql://[::1"),
+       {std::string("not a url"), std::string("http://example.com/"),
+        std::string("postgresql://[::1"),
         "postgresql://poolscope:" + kFakePassword + "@127.0.0.1:5432/db?nonsense=1",
         "host=127.0.0.1 password=" + kFakePassword + " dangling",
         "host='unterminated password=" + kFakePassword, std::string("\x01\x02\xff")}) {
@@ -289,9 +288,9 @@ std::vector<BadConfig> bad_configurations() {
       if (!value.empty()) flag(option, value);
     }
   }
-  for (const std::string variable : {"POOL_ACQUIRE_TIMEOUT", "POOL_INIT_TIMEOUT",
-                                     "POOL_MAX_CONNECTION_LIFETIME", "POOL_MAX_IDLE_TIME",
-                                     "POOL_LEAK_DETECTION_TIMEOUT"}) {
+  for (const std::string variable :
+       {"POOL_ACQUIRE_TIMEOUT", "POOL_INIT_TIMEOUT", "POOL_MAX_CONNECTION_LIFETIME",
+        "POOL_MAX_IDLE_TIME", "POOL_LEAK_DETECTION_TIMEOUT"}) {
     env(variable, "0");
   }
   env("POOL_HEALTH_CHECK_INTERVAL", "1ms");
@@ -310,7 +309,8 @@ std::vector<BadConfig> bad_configurations() {
     if (!value.empty()) flag("--pool.enable-leak-detection", value);
   }
   for (const std::string variable : {"POOL_HEALTHY_HEADROOM", "POOL_DEGRADED_HEADROOM"}) {
-    for (const std::string value : {"", "1.5", "-0.1", "abc", "nan", "inf", "0.5x"}) env(variable, value);
+    for (const std::string value : {"", "1.5", "-0.1", "abc", "nan", "inf", "0.5x"})
+      env(variable, value);
   }
   flag("--pool.healthy-headroom", "2");
   flag("--pool.degraded-headroom", "nan");
@@ -325,15 +325,17 @@ std::vector<BadConfig> bad_configurations() {
   flag("--log.format", "yaml");
 
   // Flags without a variable.
-  for (const std::string value : {"", "nonsense", ":99999", ":-1", "1.2.3.4.5:80", "::1:80",
-                                  "[::1:80", "[1.2.3.4]:80", "[::g]:80", "example.com:80",
-                                  "127.0.0.1"}) {
+  for (const std::string value :
+       {"", "nonsense", ":99999", ":-1", "1.2.3.4.5:80", "::1:80", "[::1:80", "[1.2.3.4]:80",
+        "[::g]:80", "example.com:80", "127.0.0.1"}) {
     flag("--web.listen-address", value);
   }
-  for (const std::string value : {"", "metrics", "/health", "/mcp", "/a b", "//x", "/x?y", "/%2e"}) {
+  for (const std::string value :
+       {"", "metrics", "/health", "/mcp", "/a b", "//x", "/x?y", "/%2e"}) {
     flag("--web.telemetry-path", value);
   }
-  for (const std::string value : {"1abc", "a-b", "x y", "\xc3\xa9"}) flag("--metrics.prefix", value);
+  for (const std::string value : {"1abc", "a-b", "x y", "\xc3\xa9"})
+    flag("--metrics.prefix", value);
   flag("--web.config.file", "/nonexistent/web.yml");
   flag("--workload.workers", "-1");
   flag("--workload.workers", "1001");
@@ -355,7 +357,8 @@ TEST(ExporterBadInput, EveryInvalidSettingExitsTwoWithOneLineNamingIt) {
       std::erase_if(environment, [&](const auto& entry) { return entry.first == variable; });
       environment.emplace_back(variable, value);
     }
-    if (bad.environment.empty() && bad.arguments.empty()) environment.clear();  // unset DATABASE_URL
+    if (bad.environment.empty() && bad.arguments.empty())
+      environment.clear();  // unset DATABASE_URL
     std::vector<std::string> arguments = bad.arguments;
     const bool sets_address = std::any_of(arguments.begin(), arguments.end(), [](const auto& a) {
       return a.starts_with("--web.listen-address");
@@ -363,7 +366,8 @@ TEST(ExporterBadInput, EveryInvalidSettingExitsTwoWithOneLineNamingIt) {
     if (!sets_address) arguments.push_back("--web.listen-address=127.0.0.1:0");
 
     std::string described;
-    for (const auto& [variable, value] : bad.environment) described += variable + "='" + value + "' ";
+    for (const auto& [variable, value] : bad.environment)
+      described += variable + "='" + value + "' ";
     for (const auto& argument : bad.arguments) described += argument + " ";
 
     Exporter exporter(arguments, environment);
@@ -387,12 +391,14 @@ TEST(ExporterBadInput, EveryInvalidSettingExitsTwoWithOneLineNamingIt) {
     if (problem.empty()) {
       ++rejected;
     } else {
-      failures.push_back(fmt::format("{}-> {}; stderr: {}", described, problem, err.substr(0, 300)));
+      failures.push_back(
+          fmt::format("{}-> {}; stderr: {}", described, problem, err.substr(0, 300)));
     }
   }
-  std::cout << fmt::format("[bad config] {} invalid settings tried, {} rejected with exit 2 and "
-                           "one line naming the setting",
-                           cases.size(), rejected)
+  std::cout << fmt::format(
+                   "[bad config] {} invalid settings tried, {} rejected with exit 2 and "
+                   "one line naming the setting",
+                   cases.size(), rejected)
             << std::endl;
   EXPECT_TRUE(failures.empty()) << failures.size() << " not rejected properly:\n"
                                 << fmt::format("{}", fmt::join(failures, "\n"));
@@ -404,26 +410,31 @@ TEST(ExporterBadInput, EveryInvalidSettingExitsTwoWithOneLineNamingIt) {
 TEST(ExporterBadInput, DatabaseUrlsLibpqCannotConnectWithAreRejectedAtStart) {
   const std::string base = "postgresql://poolscope:" + kFakePassword + "@127.0.0.1";
   std::vector<std::string> failures;
-  const std::vector<std::string> urls = {
-      base + ":notaport/poolscope", base + ":99999999/poolscope", base + ":-1/poolscope",
-      base + ":5432/poolscope?sslmode=bogus", base + ":5432/poolscope?connect_timeout=soon",
-      base + ":5432/poolscope?target_session_attrs=bogus"};
+  const std::vector<std::string> urls = {base + ":notaport/poolscope",
+                                         base + ":99999999/poolscope",
+                                         base + ":-1/poolscope",
+                                         base + ":5432/poolscope?sslmode=bogus",
+                                         base + ":5432/poolscope?connect_timeout=soon",
+                                         base + ":5432/poolscope?target_session_attrs=bogus"};
   for (const std::string& url : urls) {
     Exporter exporter({"--web.listen-address=127.0.0.1:0"}, {{"DATABASE_URL", url}});
     const auto code = exporter.wait(3s);
     const std::string err = exporter.standard_error();
     const std::string shown = url.substr(base.size());
     if (!code) {
-      failures.push_back(shown + " -> accepted: the exporter runs with a pool that can never connect");
+      failures.push_back(shown +
+                         " -> accepted: the exporter runs with a pool that can never connect");
     } else if (*code != 2 || err.find("DATABASE_URL") == std::string::npos ||
                std::count(err.begin(), err.end(), '\n') != 1) {
-      failures.push_back(fmt::format("{} -> exit {}; stderr: {}", shown, *code, err.substr(0, 300)));
+      failures.push_back(
+          fmt::format("{} -> exit {}; stderr: {}", shown, *code, err.substr(0, 300)));
     }
     EXPECT_EQ(err.find(kFakePassword), std::string::npos) << err;
   }
-  std::cout << fmt::format("[bad config] {} DATABASE_URLs that libpq parses but cannot use: {} "
-                           "not rejected",
-                           urls.size(), failures.size())
+  std::cout << fmt::format(
+                   "[bad config] {} DATABASE_URLs that libpq parses but cannot use: {} "
+                   "not rejected",
+                   urls.size(), failures.size())
             << std::endl;
   EXPECT_TRUE(failures.empty()) << fmt::format("{}", fmt::join(failures, "\n"));
 }
@@ -446,7 +457,8 @@ std::vector<HttpCase> malformed_http() {
   std::string many_headers = "GET /health HTTP/1.1\r\nHost: x\r\n" + close;
   for (int i = 0; i < 200; ++i) many_headers += fmt::format("X-Header-{}: value\r\n", i);
   many_headers += "\r\n";
-  std::string chunked_flood = "POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + close + "\r\n";
+  std::string chunked_flood =
+      "POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + close + "\r\n";
   const std::string chunk(64 * 1024, 'x');
   for (int i = 0; i < 40; ++i) chunked_flood += fmt::format("{:x}\r\n{}\r\n", chunk.size(), chunk);
   chunked_flood += "0\r\n\r\n";
@@ -454,25 +466,48 @@ std::vector<HttpCase> malformed_http() {
   return {
       {"garbage request line", "GARBAGE\r\n\r\n", {}},
       {"binary bytes", binary + "\r\n\r\n", {}},
-      {"NUL in the request line", std::string("GET /hea") + '\0' + "lth HTTP/1.1\r\nHost: x\r\n\r\n", {}},
+      {"NUL in the request line",
+       std::string("GET /hea") + '\0' + "lth HTTP/1.1\r\nHost: x\r\n\r\n",
+       {}},
       {"HTTP/0.9 request", "GET /health\r\n\r\n", {}},
       {"unknown HTTP version", "GET /health HTTP/9.9\r\nHost: x\r\n" + close + "\r\n", {400, 505}},
       {"HTTP/2 preface on HTTP/1", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", {}},
       {"header without colon", "GET /health HTTP/1.1\r\nNoColonHere\r\n" + close + "\r\n", {}},
-      {"100 KB header", "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(100000, 'a') + "\r\n" + close + "\r\n", {}},
+      {"100 KB header",
+       "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(100000, 'a') + "\r\n" + close +
+           "\r\n",
+       {}},
       // More than 64 header fields are refused, not silently cut.
       {"200 headers", many_headers, {431}},
-      {"100 KB URL", "GET /" + std::string(100000, 'a') + " HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {}},
+      {"100 KB URL",
+       "GET /" + std::string(100000, 'a') + " HTTP/1.1\r\nHost: x\r\n" + close + "\r\n",
+       {}},
       {"8 KB URL", get("/" + std::string(8000, 'a')), {404}},
-      {"10 MB declared body", "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n" + close + "\r\n", {413}},
+      {"10 MB declared body",
+       "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n" + close + "\r\n",
+       {413}},
       {"2.5 MB chunked body", chunked_flood, {413}},
-      {"negative Content-Length", "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n" + close + "\r\n", {}},
-      {"non-numeric Content-Length", "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n" + close + "\r\n", {}},
-      {"body shorter than Content-Length", "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + close + "\r\n{\"a\"", {}, true},
-      {"bad chunk size", "POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + close + "\r\nZZZ\r\n\r\n", {}},
+      {"negative Content-Length",
+       "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n" + close + "\r\n",
+       {}},
+      {"non-numeric Content-Length",
+       "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n" + close + "\r\n",
+       {}},
+      {"body shorter than Content-Length",
+       "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + close + "\r\n{\"a\"",
+       {},
+       true},
+      {"bad chunk size",
+       "POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + close +
+           "\r\nZZZ\r\n\r\n",
+       {}},
       {"DELETE /health", "DELETE /health HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {405}},
-      {"POST /health", "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + close + "\r\n", {405}},
-      {"PUT /metrics", "PUT /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + close + "\r\nhi", {405}},
+      {"POST /health",
+       "POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + close + "\r\n",
+       {405}},
+      {"PUT /metrics",
+       "PUT /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n" + close + "\r\nhi",
+       {405}},
       {"PATCH /", "PATCH / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + close + "\r\n", {405}},
       {"GET /mcp", get("/mcp"), {405}},
       {"DELETE /mcp", "DELETE /mcp HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {405}},
@@ -504,10 +539,9 @@ TEST(ExporterBadInput, MalformedHttpGetsClientErrorsAndTheExporterKeepsServing) 
   for (const auto& test : cases) {
     const RawResponse response = http_exchange(exporter.port, test.request, test.close_write);
     bodies.push_back(response.raw);
-    const bool ok = test.accepted.empty()
-                        ? response.status >= 400 && response.status < 500
-                        : std::find(test.accepted.begin(), test.accepted.end(), response.status) !=
-                              test.accepted.end();
+    const bool ok = test.accepted.empty() ? response.status >= 400 && response.status < 500
+                                          : std::find(test.accepted.begin(), test.accepted.end(),
+                                                      response.status) != test.accepted.end();
     if (!ok) {
       failures.push_back(fmt::format("{} -> {}", test.name,
                                      response.status == 0 ? std::string("closed without a response")
@@ -527,21 +561,23 @@ TEST(ExporterBadInput, MalformedHttpGetsClientErrorsAndTheExporterKeepsServing) 
            {"LF-only line ends", "GET /health HTTP/1.1\nHost: x\nConnection: close\n\n"}}) {
     const RawResponse response = http_exchange(exporter.port, request);
     unusual_notes.push_back(fmt::format("{}: {}", name,
-                                        response.status == 0 ? std::string("closed without a response")
-                                                             : std::to_string(response.status)));
+                                        response.status == 0
+                                            ? std::string("closed without a response")
+                                            : std::to_string(response.status)));
     if (response.status >= 500) failures.push_back(name + " -> " + std::to_string(response.status));
     if (http_exchange(exporter.port, get("/health")).status != 200) {
       failures.push_back("after " + name + ": /health is not 200");
     }
   }
-  std::cout << fmt::format("[http] {} malformed requests tried, {} answered as expected; unusual "
-                           "requests: {}",
-                           cases.size(), cases.size() - failures.size(),
-                           fmt::join(unusual_notes, "; "))
+  std::cout << fmt::format(
+                   "[http] {} malformed requests tried, {} answered as expected; unusual "
+                   "requests: {}",
+                   cases.size(), cases.size() - failures.size(), fmt::join(unusual_notes, "; "))
             << std::endl;
   EXPECT_TRUE(failures.empty()) << fmt::format("{}", fmt::join(failures, "\n"));
   EXPECT_FALSE(exporter.process->wait(0ms).has_value()) << "the exporter exited";
-  for (const auto& found : find_secret(cluster.password(), "response", bodies)) ADD_FAILURE() << found;
+  for (const auto& found : find_secret(cluster.password(), "response", bodies))
+    ADD_FAILURE() << found;
 }
 
 // A percent-encoded NUL must not cut the path short: "/health%00.json" is
@@ -552,13 +588,13 @@ TEST(ExporterBadInput, PathsWithAnEncodedNulAreNotServedAsAnotherPath) {
   ServingExporter exporter(cluster.url());
   ASSERT_TRUE(exporter.healthy()) << exporter.process->standard_error();
   std::vector<std::string> failures;
-  const std::vector<std::string> paths = {"/health%00", "/health%00.json", "/metrics%00",
-                                          "/%00", "/mcp%00"};
+  const std::vector<std::string> paths = {"/health%00", "/health%00.json", "/metrics%00", "/%00",
+                                          "/mcp%00"};
   for (const auto& path : paths) {
     const RawResponse response = http_exchange(exporter.port, get(path));
     if (response.status < 400 || response.status >= 500) {
-      failures.push_back(fmt::format("GET {} -> {} ({})", path, response.status,
-                                     response.body.substr(0, 60)));
+      failures.push_back(
+          fmt::format("GET {} -> {} ({})", path, response.status, response.body.substr(0, 60)));
     }
     if (http_exchange(exporter.port, get("/health")).status != 200) {
       failures.push_back("after " + path + ": /health is not 200");
@@ -601,18 +637,38 @@ std::vector<RpcCase> malformed_json_rpc() {
       {"id null", "{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}", -32600},
       {"id a float", "{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"ping\"}", -32600},
       {"id an array", "{\"jsonrpc\":\"2.0\",\"id\":[1],\"method\":\"ping\"}", -32600},
-      {"params a string", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":\"x\"}", -32600},
+      {"params a string", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":\"x\"}",
+       -32600},
       {"unknown method", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\"}", -32601},
       {"method with a NUL", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\\u0000\"}", -32601},
-      {"params an array", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":[1]}", -32602},
-      {"read without uri", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{}}", -32602},
-      {"read uri a number", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":42}}", -32602},
-      {"read unknown uri", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"file:///etc/passwd\"}}", -32002},
-      {"read path-trick uri", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"health://connection-pool/../x\"}}", -32002},
-      {"list with a cursor", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/list\",\"params\":{\"cursor\":\"x\"}}", -32602},
-      {"initialize without version", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{}}", -32602},
-      {"initialize version a number", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":5}}", -32602},
-      {"initialize capabilities a string", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":\"all\"}}", -32602},
+      {"params an array",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":[1]}", -32602},
+      {"read without uri",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{}}", -32602},
+      {"read uri a number",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":42}}",
+       -32602},
+      {"read unknown uri",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"file:///"
+       "etc/passwd\"}}",
+       -32002},
+      {"read path-trick uri",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\",\"params\":{\"uri\":\"health://"
+       "connection-pool/../x\"}}",
+       -32002},
+      {"list with a cursor",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/list\",\"params\":{\"cursor\":\"x\"}}",
+       -32602},
+      {"initialize without version",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{}}", -32602},
+      {"initialize version a number",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":5}"
+       "}",
+       -32602},
+      {"initialize capabilities a string",
+       "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":"
+       "\"2025-06-18\",\"capabilities\":\"all\"}}",
+       -32602},
   };
 }
 
@@ -655,21 +711,24 @@ TEST(ExporterBadInput, MalformedJsonRpcGetsJsonRpcErrorsAndTheExporterKeepsServi
       {"foreign Origin", post_mcp(ping, "Origin: http://evil.example\r\n"), 403},
       {"Origin null", post_mcp(ping, "Origin: null\r\n"), 403},
       {"unknown MCP-Protocol-Version", post_mcp(ping, "MCP-Protocol-Version: 1999-01-01\r\n"), 400},
-      {"1.1 MB body", post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"pad\":\"" +
-                               std::string(1100 * 1024, 'x') + "\"}}"),
+      {"1.1 MB body",
+       post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"pad\":\"" +
+                std::string(1100 * 1024, 'x') + "\"}}"),
        413},
   };
   for (const auto& test : http_level) {
     const RawResponse response = http_exchange(exporter.port, test.request);
     bodies.push_back(response.raw);
     if (response.status != test.status) {
-      failures.push_back(fmt::format("{} -> HTTP {} (expected {})", test.name, response.status, test.status));
+      failures.push_back(
+          fmt::format("{} -> HTTP {} (expected {})", test.name, response.status, test.status));
     }
   }
   // A large but allowed message still works, and so does a normal session.
-  const RawResponse big = http_exchange(exporter.port,
-                                   post_mcp("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\",\"params\":{\"pad\":\"" +
-                                            std::string(900 * 1024, 'x') + "\"}}"));
+  const RawResponse big = http_exchange(
+      exporter.port,
+      post_mcp("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\",\"params\":{\"pad\":\"" +
+               std::string(900 * 1024, 'x') + "\"}}"));
   EXPECT_EQ(big.status, 200);
   EXPECT_EQ(json::parse(big.body, nullptr, false).value("id", 0), 7) << big.body.substr(0, 200);
   const RawResponse read = http_exchange(
@@ -678,33 +737,38 @@ TEST(ExporterBadInput, MalformedJsonRpcGetsJsonRpcErrorsAndTheExporterKeepsServi
   EXPECT_EQ(read.status, 200);
   EXPECT_TRUE(json::parse(read.body, nullptr, false).contains("result")) << read.body;
 
-  std::cout << fmt::format("[mcp] {} malformed JSON-RPC messages and {} refused HTTP requests "
-                           "tried, {} not answered as expected",
-                           cases.size(), http_level.size(), failures.size())
+  std::cout << fmt::format(
+                   "[mcp] {} malformed JSON-RPC messages and {} refused HTTP requests "
+                   "tried, {} not answered as expected",
+                   cases.size(), http_level.size(), failures.size())
             << std::endl;
   EXPECT_TRUE(failures.empty()) << fmt::format("{}", fmt::join(failures, "\n"));
   EXPECT_FALSE(exporter.process->wait(0ms).has_value()) << "the exporter exited";
-  for (const auto& found : find_secret(cluster.password(), "response", bodies)) ADD_FAILURE() << found;
+  for (const auto& found : find_secret(cluster.password(), "response", bodies))
+    ADD_FAILURE() << found;
 }
 
 // ------------------------------------------------------------ secrets
 
 std::string mcp_read(int port, const std::string& uri) {
   return http_exchange(port, post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/read\","
-                                 "\"params\":{\"uri\":\"" + uri + "\"}}"))
+                                      "\"params\":{\"uri\":\"" +
+                                      uri + "\"}}"))
       .raw;
 }
 
 std::vector<std::string> everything_served(int port) {
-  return {http_exchange(port, get("/health")).raw,
-          http_exchange(port, get("/metrics")).raw,
-          http_exchange(port, get("/")).raw,
-          mcp_read(port, "health://connection-pool"),
-          mcp_read(port, "stats://connection-pool"),
-          http_exchange(port, post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\","
-                                  "\"params\":{\"protocolVersion\":\"2025-06-18\"}}"))
-              .raw,
-          http_exchange(port, post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/list\"}")).raw};
+  return {
+      http_exchange(port, get("/health")).raw,
+      http_exchange(port, get("/metrics")).raw,
+      http_exchange(port, get("/")).raw,
+      mcp_read(port, "health://connection-pool"),
+      mcp_read(port, "stats://connection-pool"),
+      http_exchange(port, post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\","
+                                   "\"params\":{\"protocolVersion\":\"2025-06-18\"}}"))
+          .raw,
+      http_exchange(port, post_mcp("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/list\"}"))
+          .raw};
 }
 
 // Through start, an outage (the last error is a libpq message), recovery, a
@@ -724,12 +788,15 @@ TEST(ExporterBadInput, PasswordAppearsInNoLogMetricHealthOrMcpResponse) {
     };
     collect();
     cluster.stop_immediate();
-    ASSERT_TRUE(eventually([&] {
-      const RawResponse health = http_exchange(exporter.port, get("/health"));
-      const json document = json::parse(health.body, nullptr, false);
-      return health.status == 503 && document.is_object() &&
-             document["database"]["last_error"].is_string();
-    }, 30s)) << "the outage never showed on /health";
+    ASSERT_TRUE(eventually(
+        [&] {
+          const RawResponse health = http_exchange(exporter.port, get("/health"));
+          const json document = json::parse(health.body, nullptr, false);
+          return health.status == 503 && document.is_object() &&
+                 document["database"]["last_error"].is_string();
+        },
+        30s))
+        << "the outage never showed on /health";
     collect();
     cluster.start();
     ASSERT_TRUE(exporter.healthy(30s));
@@ -745,10 +812,13 @@ TEST(ExporterBadInput, PasswordAppearsInNoLogMetricHealthOrMcpResponse) {
     wrong.replace(wrong.find(cluster.password()), cluster.password().size(), wrong_password);
     ServingExporter exporter(wrong);
     ASSERT_NE(exporter.port, 0) << exporter.process->standard_error();
-    ASSERT_TRUE(eventually([&] {
-      const json document = json::parse(http_exchange(exporter.port, get("/health")).body, nullptr, false);
-      return document.is_object() && document["database"]["last_error"].is_string();
-    }, 30s));
+    ASSERT_TRUE(eventually(
+        [&] {
+          const json document =
+              json::parse(http_exchange(exporter.port, get("/health")).body, nullptr, false);
+          return document.is_object() && document["database"]["last_error"].is_string();
+        },
+        30s));
     for (auto& text : everything_served(exporter.port)) {
       EXPECT_EQ(text.find(wrong_password), std::string::npos) << text.substr(0, 400);
       seen.push_back(std::move(text));
@@ -767,10 +837,11 @@ TEST(ExporterBadInput, PasswordAppearsInNoLogMetricHealthOrMcpResponse) {
   for (const auto& text : seen) {
     if (text.starts_with("{\"component\"")) log_lines += std::count(text.begin(), text.end(), '\n');
   }
-  std::cout << fmt::format("[secrets] {} HTTP/MCP responses and {} exporter log lines checked "
-                           "through start, outage, recovery, a rejected login and shutdown: "
-                           "password {}",
-                           responses, log_lines, leaks.empty() ? "not found" : "FOUND")
+  std::cout << fmt::format(
+                   "[secrets] {} HTTP/MCP responses and {} exporter log lines checked "
+                   "through start, outage, recovery, a rejected login and shutdown: "
+                   "password {}",
+                   responses, log_lines, leaks.empty() ? "not found" : "FOUND")
             << std::endl;
   EXPECT_TRUE(leaks.empty()) << fmt::format("{}", fmt::join(leaks, "\n"));
 }

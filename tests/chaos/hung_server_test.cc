@@ -1,12 +1,11 @@
 // A hung server: every PostgreSQL process stopped with SIGSTOP (the TCP port
 // still accepts, nothing answers), then resumed with SIGCONT.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <future>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "chaos_support.h"
 #include "poolscope/pool.h"
@@ -213,9 +212,10 @@ TEST_F(HungServer, AcquireGivesUpNearItsTimeoutWhenIdleConnectionsCannotBeValida
   const double took = seconds_since(started);
   server.thaw();
   const PoolStatistics stats = pool.get_statistics();
-  std::cout << fmt::format("[hung] acquire(timeout 1s) with 6 stale idle connections and a frozen "
-                           "server: {} after {:.2f}s ({} validations failed)",
-                           outcome, took, stats.error_count(ErrorType::kValidationFailed))
+  std::cout << fmt::format(
+                   "[hung] acquire(timeout 1s) with 6 stale idle connections and a frozen "
+                   "server: {} after {:.2f}s ({} validations failed)",
+                   outcome, took, stats.error_count(ErrorType::kValidationFailed))
             << std::endl;
   EXPECT_EQ(outcome, "AcquireTimeout");
   // One validation deadline (2 s) may be in progress when the timeout comes;

@@ -1,12 +1,11 @@
 // Backends killed with pg_terminate_backend: the pool must notice and replace
 // them, never hand a dead one to a caller as a good connection.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "chaos_support.h"
 #include "load_generator.h"
@@ -36,14 +35,15 @@ PoolConfig killed_config(const std::string& url) {
 }
 
 std::size_t backends(TempCluster& cluster) {
-  return std::stoul(cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" +
-                                 kApplication + "'"));
+  return std::stoul(cluster.psql(
+      "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + kApplication + "'"));
 }
 
 std::size_t kill_backends(TempCluster& cluster) {
   const std::string killed = cluster.psql(
       "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-      "WHERE application_name = '" + kApplication + "') AS killed");
+      "WHERE application_name = '" +
+      kApplication + "') AS killed");
   return std::stoul(killed);
 }
 
@@ -90,7 +90,8 @@ IdleKillResult kill_idle_connections_and_borrow_all(Pool& pool, TempCluster& clu
     // only then is the kill complete and no race with the acquisition left.
     EXPECT_TRUE(eventually([&] {
       return std::all_of(pids.begin(), pids.end(), process_exited) && backends(cluster) == 0;
-    })) << "round " << round << ": backends did not exit";
+    })) << "round "
+        << round << ": backends did not exit";
     std::this_thread::sleep_for(settle);
 
     std::vector<PooledConnection> borrowed;
@@ -142,7 +143,8 @@ TEST_F(KilledBackends, RecentlyUsedIdleConnectionsKilledAreNeverHandedOut) {
             << std::endl;
   EXPECT_EQ(result.killed, kRounds * kPoolSize);
   EXPECT_EQ(result.first_statement_failed, 0u)
-      << "dead connections handed out:\n" << fmt::format("{}", fmt::join(result.failures, "\n"));
+      << "dead connections handed out:\n"
+      << fmt::format("{}", fmt::join(result.failures, "\n"));
   EXPECT_EQ(stats.total_acquisitions, stats.total_releases);
   check_no_secret(scraper);
 }
@@ -165,7 +167,8 @@ TEST_F(KilledBackends, LongIdleConnectionsKilledAreNeverHandedOut) {
             << std::endl;
   EXPECT_EQ(result.killed, kRounds * kPoolSize);
   EXPECT_EQ(result.first_statement_failed, 0u)
-      << "dead connections handed out:\n" << fmt::format("{}", fmt::join(result.failures, "\n"));
+      << "dead connections handed out:\n"
+      << fmt::format("{}", fmt::join(result.failures, "\n"));
   EXPECT_GE(stats.error_count(ErrorType::kValidationFailed), result.killed);
   EXPECT_EQ(stats.total_acquisitions, stats.total_releases);
   check_no_secret(scraper);
@@ -188,7 +191,8 @@ TEST_F(KilledBackends, KillsDuringLoadAreReplacedAndBooksBalance) {
   for (int round = 1; round <= 10; ++round) {
     const std::uint64_t served = load.served();
     ASSERT_TRUE(eventually([&] { return load.served() >= served + 100; }))
-        << "round " << round << ": pool stopped serving\n" << describe(load.totals());
+        << "round " << round << ": pool stopped serving\n"
+        << describe(load.totals());
     killed += kill_backends(cluster_);
   }
   const std::uint64_t served = load.served();
@@ -198,13 +202,14 @@ TEST_F(KilledBackends, KillsDuringLoadAreReplacedAndBooksBalance) {
   const PoolStatistics stats = pool.get_statistics();
   std::uint64_t closed = 0;
   for (const auto count : stats.connections_closed) closed += count;
-  std::cout << "[killed/load] 10 rounds, " << killed << " backends killed mid-load: "
-            << describe(totals) << std::endl;
-  std::cout << fmt::format("[killed/load] pool: acquisitions={} releases={} created={} closed={} "
-                           "(broken={}, validation={}) total={}",
-                           stats.total_acquisitions, stats.total_releases,
-                           stats.connections_created, closed, stats.closed(CloseReason::kBroken),
-                           stats.closed(CloseReason::kValidation), stats.total_connections)
+  std::cout << "[killed/load] 10 rounds, " << killed
+            << " backends killed mid-load: " << describe(totals) << std::endl;
+  std::cout << fmt::format(
+                   "[killed/load] pool: acquisitions={} releases={} created={} closed={} "
+                   "(broken={}, validation={}) total={}",
+                   stats.total_acquisitions, stats.total_releases, stats.connections_created,
+                   closed, stats.closed(CloseReason::kBroken),
+                   stats.closed(CloseReason::kValidation), stats.total_connections)
             << std::endl;
   EXPECT_GT(killed, 0u);
   EXPECT_EQ(totals.unexpected, 0u);
@@ -212,7 +217,8 @@ TEST_F(KilledBackends, KillsDuringLoadAreReplacedAndBooksBalance) {
   EXPECT_EQ(stats.total_acquisitions, stats.total_releases);
   EXPECT_EQ(stats.active_connections, 0u);
   EXPECT_EQ(stats.connections_created - closed, stats.total_connections);
-  EXPECT_TRUE(eventually([&] { return backends(cluster_) == pool.get_statistics().total_connections; }));
+  EXPECT_TRUE(
+      eventually([&] { return backends(cluster_) == pool.get_statistics().total_connections; }));
   check_no_secret(scraper);
 }
 

@@ -14,13 +14,12 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <pqxx/pqxx>
 #include <random>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <pqxx/pqxx>
 
 #include "poolscope/error.h"
 #include "poolscope/pool.h"
@@ -43,7 +42,7 @@ struct LoadTotals {
   std::uint64_t unexpected = 0;         ///< anything else: a test failure
   /// A connection that had failed with broken_connection was handed out again.
   std::uint64_t dead_connection_reused = 0;
-  double longest_acquire_seconds = 0;  ///< longest acquire() call, also when it threw
+  double longest_acquire_seconds = 0;          ///< longest acquire() call, also when it threw
   std::map<std::string, std::string> samples;  ///< one message per outcome kind
 
   std::uint64_t requests() const {
@@ -114,7 +113,8 @@ class LoadGenerator {
   }
 
  private:
-  void record(std::uint64_t LoadTotals::*counter, const std::string& kind, const std::string& what) {
+  void record(std::uint64_t LoadTotals::*counter, const std::string& kind,
+              const std::string& what) {
     std::lock_guard lock(mutex_);
     ++(totals_.*counter);
     totals_.samples.try_emplace(kind, what);

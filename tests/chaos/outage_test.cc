@@ -1,11 +1,10 @@
 // The database is killed (pg_ctl stop -m immediate) and started again, five
 // times, while 100 threads hammer a pool of 10.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "chaos_support.h"
 #include "load_generator.h"
@@ -109,8 +108,8 @@ TEST(DatabaseOutage, PoolSurvivesRepeatedImmediateShutdownsUnderLoad) {
   ASSERT_TRUE(eventually([&] { return load.served() >= served_before_end + 200; }));
   stop_or_exit(load, cluster, 60s);
   const LoadTotals totals = load.totals();
-  std::cout << "[outage] " << kCycles << " cycles, " << kWorkers << " workers, pool of 10: "
-            << describe(totals) << std::endl;
+  std::cout << "[outage] " << kCycles << " cycles, " << kWorkers
+            << " workers, pool of 10: " << describe(totals) << std::endl;
 
   EXPECT_EQ(cycles_survived, kCycles);
   EXPECT_EQ(totals.unexpected, 0u) << "every failure must be a typed error";
@@ -141,7 +140,8 @@ TEST(DatabaseOutage, PoolSurvivesRepeatedImmediateShutdownsUnderLoad) {
   EXPECT_EQ(end.waiting_requests, 0u);
   EXPECT_EQ(end.leaked_connections, 0u);
   EXPECT_EQ(end.leaks_detected, 0u);
-  EXPECT_EQ(end.total_acquisitions, totals.requests() - totals.acquire_timeouts - totals.pool_closed)
+  EXPECT_EQ(end.total_acquisitions,
+            totals.requests() - totals.acquire_timeouts - totals.pool_closed)
       << "every successful acquire() is one acquisition";
   EXPECT_EQ(end.acquire_timeouts, totals.acquire_timeouts);
   EXPECT_EQ(end.connections_created - closed, end.total_connections)
@@ -158,7 +158,8 @@ TEST(DatabaseOutage, PoolSurvivesRepeatedImmediateShutdownsUnderLoad) {
   EXPECT_TRUE(eventually([&] { return server_side_connections(cluster) == 0; }));
 
   std::vector<std::string> leaks = find_secret(cluster.password(), "log", logs.lines());
-  for (const auto& found : find_secret(cluster.password(), "exposed", seen_texts)) leaks.push_back(found);
+  for (const auto& found : find_secret(cluster.password(), "exposed", seen_texts))
+    leaks.push_back(found);
   for (const auto& [kind, message] : totals.samples) {
     for (const auto& found : find_secret(cluster.password(), "error " + kind, {message})) {
       leaks.push_back(found);

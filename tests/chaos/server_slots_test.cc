@@ -1,11 +1,10 @@
 // The server has fewer connection slots than POOL_MAX_SIZE: the pool must
 // count and report the failures to grow, and keep serving with what it has.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "chaos_support.h"
 #include "load_generator.h"
@@ -40,10 +39,9 @@ TEST(TooFewServerSlots, PoolReportsFailuresAndServesWithWhatItHas) {
   LoadGenerator load(pool, 12, "SELECT pg_sleep(0.02)");
   ASSERT_TRUE(eventually([&] {
     const auto stats = pool.get_statistics();
-    return stats.connection_failures >= 3 &&
-           stats.error_count(ErrorType::kConnectionFailed) >= 3 && stats.last_error.has_value();
-  }))
-      << "the pool never tried to grow past the server's slots";
+    return stats.connection_failures >= 3 && stats.error_count(ErrorType::kConnectionFailed) >= 3 &&
+           stats.last_error.has_value();
+  })) << "the pool never tried to grow past the server's slots";
 
   // Keep serving for a while, sampling what /health would say.
   std::size_t samples = 0, servable = 0, largest_pool = 0;

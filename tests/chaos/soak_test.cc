@@ -3,11 +3,10 @@
 // a smaller run of the same against a real PostgreSQL. Zero leaks, and the
 // pool's books agree with what the callers did.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <iostream>
-
-#include <fmt/format.h>
 
 #include "chaos_support.h"
 #include "load_generator.h"
@@ -95,10 +94,10 @@ TEST(Soak, MillionCyclesWithRandomExceptionsLeakNothing) {
                    "exceptions thrown while holding {}, broken {}, left in a transaction {}, "
                    "marked broken {}, released early {}, moved {}, typed errors {}, other errors "
                    "{}",
-                   kCycles, kThreads, took, acquired.load(), thrown.load() + broken.load() +
-                       marked_broken.load(), broken.load(), left_in_transaction.load(),
-                   marked_broken.load(), released_early.load(), moved.load(), typed_errors.load(),
-                   other_errors.load())
+                   kCycles, kThreads, took, acquired.load(),
+                   thrown.load() + broken.load() + marked_broken.load(), broken.load(),
+                   left_in_transaction.load(), marked_broken.load(), released_early.load(),
+                   moved.load(), typed_errors.load(), other_errors.load())
             << std::endl;
   std::cout << fmt::format(
                    "[soak/fake] pool: acquisitions={} releases={} active={} idle={} total={} "
@@ -128,10 +127,12 @@ TEST(Soak, MillionCyclesWithRandomExceptionsLeakNothing) {
       << "connection objects alive must be exactly the pool's connections";
 
   pool.shutdown();
-  EXPECT_EQ(server->connects.load(), server->closed.load()) << "connections left open after shutdown";
+  EXPECT_EQ(server->connects.load(), server->closed.load())
+      << "connections left open after shutdown";
   auto lines = logs.lines();
   std::size_t leak_lines = 0;
-  for (const auto& line : lines) leak_lines += line.find("Potential connection leak") != std::string::npos;
+  for (const auto& line : lines)
+    leak_lines += line.find("Potential connection leak") != std::string::npos;
   EXPECT_EQ(leak_lines, 0u);
 }
 
@@ -194,10 +195,9 @@ TEST(Soak, RealDatabaseCyclesWithFaultsLeakNothing) {
                    "[soak/pg] began and abandoned {} transactions, terminated {} own backends; "
                    "pool: acquisitions={} releases={} active={} total={} created={} closed={} "
                    "transaction_left_open={} broken={}; server backends {}",
-                   begun.load(), terminated.load(), stats.total_acquisitions,
-                   stats.total_releases, stats.active_connections, stats.total_connections,
-                   stats.connections_created, closed_total(stats),
-                   stats.error_count(ErrorType::kTransactionLeftOpen),
+                   begun.load(), terminated.load(), stats.total_acquisitions, stats.total_releases,
+                   stats.active_connections, stats.total_connections, stats.connections_created,
+                   closed_total(stats), stats.error_count(ErrorType::kTransactionLeftOpen),
                    stats.error_count(ErrorType::kConnectionBroken), server_side)
             << std::endl;
 
@@ -214,8 +214,9 @@ TEST(Soak, RealDatabaseCyclesWithFaultsLeakNothing) {
 
   pool.shutdown();
   EXPECT_TRUE(eventually([&] {
-    return cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                        "'chaos_soak'") == "0";
+    return cluster.psql(
+               "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+               "'chaos_soak'") == "0";
   }));
   const auto leaks = find_secret_in_logs_and_scrape(cluster.password(), logs, scraper);
   EXPECT_TRUE(leaks.empty()) << fmt::format("{}", fmt::join(leaks, "\n"));

@@ -12,8 +12,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -358,7 +358,7 @@ TEST_F(EndpointsTest, McpToolsExistOnlyWithBasicAuth) {
       make({}, std::make_unique<BasicAuthenticator>(
                    std::map<std::string, std::string>{{"operator", bcrypt("rotate")}}));
   HttpRequest list = mcp_call("tools/list", {});
-  EXPECT_EQ(guarded.handle(list).status, 401);  // the tools need the credentials too
+  EXPECT_EQ(guarded.handle(list).status, 401);        // the tools need the credentials too
   list.authorization = "Basic b3BlcmF0b3I6cm90YXRl";  // operator:rotate
   const auto tools = nlohmann::json::parse(guarded.handle(list).body)["result"]["tools"];
   ASSERT_EQ(tools.size(), 2u);

@@ -90,14 +90,13 @@ TEST(ExporterOptions, FlagsWinOverVariables) {
   Fixture fixture;
   fixture.environment["POOL_MAX_SIZE"] = "4";
   fixture.environment["LOG_FORMAT"] = "text";
-  const ExporterOptions options =
-      fixture.parse({"--pool.max-size=7", "--pool.acquire-timeout", "2m", "--log.format=json",
-                     "--database.url=postgresql://other@db/x", "--pool.enable-leak-detection=off",
-                     "--pool.reconnect-backoff=100ms,1s", "--pool.health-window=30s",
-                     "--pool.degraded-wait-threshold=250ms", "--web.listen-address=127.0.0.1:0",
-                     "--web.telemetry-path=/prom", "--metrics.prefix=svc_", "--workload.workers=3",
-                     "--workload.hold=5ms", "--pool.queue-policy=fifo",
-                     "--pool.barging-wait-bound=3ms"});
+  const ExporterOptions options = fixture.parse(
+      {"--pool.max-size=7", "--pool.acquire-timeout", "2m", "--log.format=json",
+       "--database.url=postgresql://other@db/x", "--pool.enable-leak-detection=off",
+       "--pool.reconnect-backoff=100ms,1s", "--pool.health-window=30s",
+       "--pool.degraded-wait-threshold=250ms", "--web.listen-address=127.0.0.1:0",
+       "--web.telemetry-path=/prom", "--metrics.prefix=svc_", "--workload.workers=3",
+       "--workload.hold=5ms", "--pool.queue-policy=fifo", "--pool.barging-wait-bound=3ms"});
   EXPECT_EQ(options.pool.max_size, 7u);
   EXPECT_EQ(options.pool.queue_policy, QueuePolicy::kFifo);
   EXPECT_EQ(options.pool.barging_wait_bound, 3ms);
@@ -195,8 +194,8 @@ TEST(ExporterOptions, NamingAndServerViewDefaultsFlagsAndVariables) {
   EXPECT_EQ(from_env.server_view_timeout, 500ms);
   EXPECT_EQ(from_env.pool.application_name, "orders-api");
 
-  const ExporterOptions flags = fixture.parse({"--metrics.naming=both", "--server-view.interval=1m",
-                                               "--pool.application-name=billing"});
+  const ExporterOptions flags = fixture.parse(
+      {"--metrics.naming=both", "--server-view.interval=1m", "--pool.application-name=billing"});
   EXPECT_EQ(flags.metrics_naming, MetricsNaming::kBoth);
   EXPECT_EQ(flags.server_view_interval, 60s);
   EXPECT_EQ(flags.pool.application_name, "billing");

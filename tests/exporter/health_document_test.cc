@@ -175,11 +175,10 @@ TEST(HealthDocument, ListsLeakedConnectionsWithTheirSites) {
   EXPECT_EQ(leaks["count"], 12);
   EXPECT_EQ(leaks["oldest_held_seconds"], 95.5);
   ASSERT_EQ(leaks["connections"].size(), 1u);
-  EXPECT_EQ(leaks["connections"][0],
-            (json{{"id", "conn_7"},
-                  {"held_seconds", 95.5},
-                  {"site", "src/orders.cc:42"},
-                  {"function", "void place_order()"}}));
+  EXPECT_EQ(leaks["connections"][0], (json{{"id", "conn_7"},
+                                           {"held_seconds", 95.5},
+                                           {"site", "src/orders.cc:42"},
+                                           {"function", "void place_order()"}}));
   ASSERT_EQ(leaks["sites"].size(), 1u);
   EXPECT_EQ(leaks["sites"][0], (json{{"site", "src/orders.cc:42"},
                                      {"function", "void place_order()"},

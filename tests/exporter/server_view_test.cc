@@ -43,8 +43,8 @@ std::string admin_value(const std::string& sql) {
 }
 
 std::size_t sessions_named(const std::string& application_name) {
-  return std::stoul(admin_value(
-      "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + application_name + "'"));
+  return std::stoul(admin_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" +
+                                application_name + "'"));
 }
 
 PoolConfig pool_config(const std::string& application_name) {
@@ -83,8 +83,8 @@ TEST(ApplicationName, EveryPoolConnectionCarriesTheConfiguredName) {
 TEST(ApplicationName, ConfiguredNameWinsOverTheUrlsAndTheUrlsOverTheDefault) {
   PoolConfig config;
   const std::string url = shared_database_url();
-  config.database_url = url + (url.find('?') == std::string::npos ? "?" : "&") +
-                        "application_name=from_url";
+  config.database_url =
+      url + (url.find('?') == std::string::npos ? "?" : "&") + "application_name=from_url";
   EXPECT_EQ(application_name_of(config), "from_url");
   config.application_name = "from_config";
   EXPECT_EQ(application_name_of(config), "from_config");
@@ -150,15 +150,17 @@ TEST(ServerView, ReportsTheServersLimitsAndLabelsThemWithTheServer) {
   const std::string labels = "{pool=\"view\",server=\"" + server + "\"}";
   for (const std::string& expected : std::vector<std::string>{
            "codebase_mcp_pool_server_view_up{pool=\"view\"} 1",
-        "codebase_mcp_pool_server_view_errors_total{pool=\"view\"} 0",
-        "codebase_mcp_pool_server_sessions{pool=\"view\",server=\"" + server +
-            "\",state=\"idle in transaction\"} 0",
-        "codebase_mcp_pool_server_max_connections" + labels + " " + std::to_string(max_connections),
-        "codebase_mcp_pool_server_reserved_connections" + labels + " " + std::to_string(reserved),
-        "codebase_mcp_pool_server_available_connections" + labels + " " +
-            std::to_string(max_connections - reserved),
-        "codebase_mcp_pool_server_pool_max_connections" + labels + " 5",
-        "codebase_mcp_pool_server_oldest_transaction_age_seconds" + labels + " 0"}) {
+           "codebase_mcp_pool_server_view_errors_total{pool=\"view\"} 0",
+           "codebase_mcp_pool_server_sessions{pool=\"view\",server=\"" + server +
+               "\",state=\"idle in transaction\"} 0",
+           "codebase_mcp_pool_server_max_connections" + labels + " " +
+               std::to_string(max_connections),
+           "codebase_mcp_pool_server_reserved_connections" + labels + " " +
+               std::to_string(reserved),
+           "codebase_mcp_pool_server_available_connections" + labels + " " +
+               std::to_string(max_connections - reserved),
+           "codebase_mcp_pool_server_pool_max_connections" + labels + " 5",
+           "codebase_mcp_pool_server_oldest_transaction_age_seconds" + labels + " 0"}) {
     EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
   }
 }
@@ -186,7 +188,8 @@ TEST(ServerView, WarnsOnceWhenThePoolsMaximumAloneExceedsTheAvailableSlots) {
   ASSERT_NE(first, std::string::npos) << warned;
   EXPECT_EQ(warned.find("exceeds the database server's available connection slots", first + 1),
             std::string::npos)
-      << "warned more than once:\n" << warned;
+      << "warned more than once:\n"
+      << warned;
   EXPECT_NE(warned.find(std::to_string(max_connections + 1)), std::string::npos) << warned;
 }
 
@@ -203,7 +206,8 @@ TEST(ServerView, AFailedReadIsCountedAndDropsTheSessionSeries) {
   EXPECT_EQ(view.error_count(), 2u);
   EXPECT_FALSE(view.last_reading());
   const std::string text = serialize(view);
-  EXPECT_NE(text.find("codebase_mcp_pool_server_view_up{pool=\"view\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("codebase_mcp_pool_server_view_up{pool=\"view\"} 0"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("codebase_mcp_pool_server_view_errors_total{pool=\"view\"} 2"),
             std::string::npos)
       << text;

@@ -25,14 +25,22 @@ namespace {
 using poolscope::ConfigError;
 
 constexpr const char* kVariables[] = {
-    "DATABASE_URL",         "POOL_NAME",
-    "POOL_MIN_SIZE",        "POOL_MAX_SIZE",
-    "POOL_ACQUIRE_TIMEOUT", "POOL_INIT_TIMEOUT",
-    "POOL_MAX_CONNECTION_LIFETIME", "POOL_MAX_IDLE_TIME",
-    "POOL_COMMAND_TIMEOUT", "POOL_ENABLE_LEAK_DETECTION",
-    "POOL_LEAK_DETECTION_TIMEOUT", "POOL_SHUTDOWN_TIMEOUT",
-    "POOL_VALIDATION_IDLE_THRESHOLD", "POOL_HEALTH_CHECK_INTERVAL",
-    "POOL_HEALTHY_HEADROOM", "POOL_DEGRADED_HEADROOM",
+    "DATABASE_URL",
+    "POOL_NAME",
+    "POOL_MIN_SIZE",
+    "POOL_MAX_SIZE",
+    "POOL_ACQUIRE_TIMEOUT",
+    "POOL_INIT_TIMEOUT",
+    "POOL_MAX_CONNECTION_LIFETIME",
+    "POOL_MAX_IDLE_TIME",
+    "POOL_COMMAND_TIMEOUT",
+    "POOL_ENABLE_LEAK_DETECTION",
+    "POOL_LEAK_DETECTION_TIMEOUT",
+    "POOL_SHUTDOWN_TIMEOUT",
+    "POOL_VALIDATION_IDLE_THRESHOLD",
+    "POOL_HEALTH_CHECK_INTERVAL",
+    "POOL_HEALTHY_HEADROOM",
+    "POOL_DEGRADED_HEADROOM",
     "LOG_LEVEL",
 };
 constexpr std::size_t kVariableCount = sizeof kVariables / sizeof kVariables[0];
@@ -45,7 +53,8 @@ constexpr std::size_t kVariableCount = sizeof kVariables / sizeof kVariables[0];
 }
 
 // A rejection must name the variable, in the message too.
-void check_rejection(const ConfigError& error, const std::string& variable, std::string_view input) {
+void check_rejection(const ConfigError& error, const std::string& variable,
+                     std::string_view input) {
   if (error.variable() != variable) violated("ConfigError names another variable", input);
   if (std::string_view(error.what()).find(variable) == std::string_view::npos) {
     violated("ConfigError message does not name the variable", input);
@@ -66,7 +75,8 @@ void fuzz_duration(std::string_view text) {
   // What was accepted prints and parses back to the same value.
   const std::string again = std::to_string(parsed.count()) + "ms";
   try {
-    if (poolscope::parse_duration(again, variable) != parsed) violated("duration round trip differs", text);
+    if (poolscope::parse_duration(again, variable) != parsed)
+      violated("duration round trip differs", text);
   } catch (const ConfigError&) {
     violated("an accepted duration does not parse back", text);
   }
@@ -136,11 +146,13 @@ void fuzz_environment(std::string_view input) {
   } catch (const ConfigError&) {
     violated("from_env returned a configuration that does not validate", input);
   }
-  if (config.max_size < 1 || config.min_size > config.max_size) violated("sizes out of order", input);
+  if (config.max_size < 1 || config.min_size > config.max_size)
+    violated("sizes out of order", input);
   if (config.acquire_timeout.count() <= 0 || config.command_timeout.count() < 0) {
     violated("timeouts out of range", input);
   }
-  if (!(config.degraded_headroom <= config.healthy_headroom)) violated("headrooms out of order", input);
+  if (!(config.degraded_headroom <= config.healthy_headroom))
+    violated("headrooms out of order", input);
 }
 
 }  // namespace
@@ -149,10 +161,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
   switch (data[0] % 4) {
-    case 0: fuzz_duration(text); break;
-    case 1: fuzz_size(text); break;
-    case 2: fuzz_words(text); break;
-    case 3: fuzz_environment(text); break;
+    case 0:
+      fuzz_duration(text);
+      break;
+    case 1:
+      fuzz_size(text);
+      break;
+    case 2:
+      fuzz_words(text);
+      break;
+    case 3:
+      fuzz_environment(text);
+      break;
   }
   return 0;
 }

@@ -71,7 +71,8 @@ TEST(PoolIntegration, HundredThreadsShareTenConnectionsWithoutDeadlock) {
         auto connection = pool.acquire();
         queries += select_one(connection);
         const auto s = pool.get_statistics();
-        if (s.total_connections != s.idle_connections + s.active_connections || s.total_connections > 10) {
+        if (s.total_connections != s.idle_connections + s.active_connections ||
+            s.total_connections > 10) {
           inconsistent = true;
         }
       }
@@ -105,7 +106,8 @@ TEST(PoolIntegration, WaitersAreServedInArrivalOrder) {
       std::lock_guard lock(order_mutex);
       order.push_back(i);
     });
-    ASSERT_TRUE(eventually([&] { return pool.get_statistics().waiting_requests == std::size_t(i + 1); }));
+    ASSERT_TRUE(
+        eventually([&] { return pool.get_statistics().waiting_requests == std::size_t(i + 1); }));
   }
   held.release();
   for (auto& t : threads) t.join();
@@ -132,8 +134,8 @@ TEST(PoolIntegration, TerminatedBackendIsReplacedNotHandedOut) {
   ASSERT_TRUE(eventually([&] {
     pqxx::connection probe(shared_database_url());
     pqxx::nontransaction tx(probe);
-    return tx.exec("SELECT count(*) FROM pg_stat_activity WHERE pid IN (" + std::to_string(pids[0]) +
-                   "," + std::to_string(pids[1]) + ")")[0][0]
+    return tx.exec("SELECT count(*) FROM pg_stat_activity WHERE pid IN (" +
+                   std::to_string(pids[0]) + "," + std::to_string(pids[1]) + ")")[0][0]
                .as<int>() == 0;
   }));
   for (int i = 0; i < 5; ++i) {

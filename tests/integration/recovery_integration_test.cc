@@ -64,7 +64,8 @@ TEST(RecoveryIntegration, StartsWhileTheDatabaseIsDownAndComesUpLater) {
   Pool pool(c);
   EXPECT_FALSE(pool.wait_until_ready());
   ASSERT_TRUE(eventually([&] { return pool.state() == PoolState::kRecovering; }));
-  EXPECT_GE(pool.get_statistics().error_count(ErrorType::kConnectionFailed), 2u);  // attempts + init timeout
+  EXPECT_GE(pool.get_statistics().error_count(ErrorType::kConnectionFailed),
+            2u);  // attempts + init timeout
   EXPECT_FALSE(can_serve(pool.get_statistics()));
   cluster.start();
   ASSERT_TRUE(eventually([&] { return pool.state() == PoolState::kHealthy; }));

@@ -63,14 +63,16 @@ void expect_envelope(const json& message) {
 class McpServerTest : public ::testing::Test {
  protected:
   McpServer make_server() {
-    return McpServer({.health = [this] {
-                        ++health_calls_;
-                        return health_document();
-                      },
-                      .statistics = [this] {
-                        ++statistics_calls_;
-                        return statistics_document();
-                      }},
+    return McpServer({.health =
+                          [this] {
+                            ++health_calls_;
+                            return health_document();
+                          },
+                      .statistics =
+                          [this] {
+                            ++statistics_calls_;
+                            return statistics_document();
+                          }},
                      "poolscope-exporter", "1.2.3");
   }
 
@@ -198,7 +200,8 @@ TEST_F(McpServerTest, ClientResponsesAreAcceptedWithAnEmptyBody) {
 }
 
 TEST_F(McpServerTest, ANotificationWithScalarParamsIsAnInvalidRequest) {
-  const json answer = call_raw(R"({"jsonrpc":"2.0","method":"notifications/initialized","params":3})");
+  const json answer =
+      call_raw(R"({"jsonrpc":"2.0","method":"notifications/initialized","params":3})");
   EXPECT_EQ(error_code(answer), -32600);
   EXPECT_TRUE(answer["id"].is_null());
 }
@@ -272,7 +275,8 @@ TEST_F(McpServerTest, ReadingStatisticsReturnsTheStatisticsDocument) {
 }
 
 TEST_F(McpServerTest, EveryReadTakesAFreshDocument) {
-  for (int i = 0; i < 3; ++i) call(request(i, "resources/read", {{"uri", "health://connection-pool"}}));
+  for (int i = 0; i < 3; ++i)
+    call(request(i, "resources/read", {{"uri", "health://connection-pool"}}));
   EXPECT_EQ(health_calls_, 3);
   EXPECT_EQ(statistics_calls_, 0);
 }
@@ -298,8 +302,9 @@ TEST_F(McpServerTest, AFailingDocumentCallbackIsAnInternalErrorThatHidesItsMessa
   McpServer server({.health = []() -> json { throw std::runtime_error("password=hunter2"); },
                     .statistics = [] { return statistics_document(); }},
                    "n", "v");
-  const HttpResponse response = server.handle(
-      "POST", kClientAccept, request(1, "resources/read", {{"uri", "health://connection-pool"}}).dump());
+  const HttpResponse response =
+      server.handle("POST", kClientAccept,
+                    request(1, "resources/read", {{"uri", "health://connection-pool"}}).dump());
   EXPECT_EQ(response.status, 200);
   const json answer = json::parse(response.body);
   expect_envelope(answer);
@@ -308,11 +313,15 @@ TEST_F(McpServerTest, AFailingDocumentCallbackIsAnInternalErrorThatHidesItsMessa
 }
 
 TEST_F(McpServerTest, InvalidUtf8InADocumentIsReplacedNotThrown) {
-  McpServer server({.health = [] { return json{{"last_error", std::string("bad \xff\xfe byte")}}; },
+  McpServer server({.health =
+                        [] {
+                          return json{{"last_error", std::string("bad \xff\xfe byte")}};
+                        },
                     .statistics = [] { return statistics_document(); }},
                    "n", "v");
-  const HttpResponse response = server.handle(
-      "POST", kClientAccept, request(1, "resources/read", {{"uri", "health://connection-pool"}}).dump());
+  const HttpResponse response =
+      server.handle("POST", kClientAccept,
+                    request(1, "resources/read", {{"uri", "health://connection-pool"}}).dump());
   const json answer = json::parse(response.body);
   expect_envelope(answer);
   ASSERT_TRUE(answer.contains("result"));
@@ -321,24 +330,26 @@ TEST_F(McpServerTest, InvalidUtf8InADocumentIsReplacedNotThrown) {
 }
 
 TEST(McpServerConstruction, RejectsAnEmptyCallback) {
-  EXPECT_THROW(McpServer({.health = nullptr, .statistics = [] { return json::object(); }}, "n", "v"),
-               std::invalid_argument);
-  EXPECT_THROW(McpServer({.health = [] { return json::object(); }, .statistics = nullptr}, "n", "v"),
-               std::invalid_argument);
+  EXPECT_THROW(
+      McpServer({.health = nullptr, .statistics = [] { return json::object(); }}, "n", "v"),
+      std::invalid_argument);
+  EXPECT_THROW(
+      McpServer({.health = [] { return json::object(); }, .statistics = nullptr}, "n", "v"),
+      std::invalid_argument);
 }
 
 // ---- ids ------------------------------------------------------------------
 
 TEST_F(McpServerTest, StringAndIntegerIdsAreEchoedUnchanged) {
-  for (const json& id : {json(0), json(-1), json(std::uint64_t{18446744073709551615u}),
-                         json("abc"), json(""), json(std::string(1000, 'x'))}) {
+  for (const json& id : {json(0), json(-1), json(std::uint64_t{18446744073709551615u}), json("abc"),
+                         json(""), json(std::string(1000, 'x'))}) {
     EXPECT_EQ(call(request(id, "ping"))["id"], id);
   }
 }
 
 TEST_F(McpServerTest, ANullOrNonScalarIdIsAnInvalidRequestWithNullId) {
-  for (const char* id : {"null", "1.5", "true", "[1]", "{\"a\":1}", "1e400",
-                         "123456789012345678901234567890"}) {
+  for (const char* id :
+       {"null", "1.5", "true", "[1]", "{\"a\":1}", "1e400", "123456789012345678901234567890"}) {
     const std::string body = std::string(R"({"jsonrpc":"2.0","method":"ping","id":)") + id + "}";
     const HttpResponse response = post(body);
     ASSERT_EQ(response.status, 200) << body;
@@ -359,9 +370,9 @@ TEST_F(McpServerTest, ErrorsAfterAValidIdEchoTheId) {
 // ---- malformed messages -------------------------------------------------------
 
 TEST_F(McpServerTest, MalformedJsonIsAParseErrorWithNullId) {
-  for (const char* body : {"", " ", "{", R"({"jsonrpc":"2.0","id":1,"method":"ping")", "nul",
-                           "{'jsonrpc':'2.0'}", "{\"a\":1,}", "[1,2", "\"unterminated",
-                           "{\"jsonrpc\":\"2.0\"} trailing", "\xff\xfe\x00"}) {
+  for (const char* body :
+       {"", " ", "{", R"({"jsonrpc":"2.0","id":1,"method":"ping")", "nul", "{'jsonrpc':'2.0'}",
+        "{\"a\":1,}", "[1,2", "\"unterminated", "{\"jsonrpc\":\"2.0\"} trailing", "\xff\xfe\x00"}) {
     const json answer = call_raw(body);
     EXPECT_EQ(error_code(answer), -32700) << body;
     EXPECT_TRUE(answer["id"].is_null());
@@ -389,9 +400,10 @@ TEST_F(McpServerTest, AMessageThatIsNotAnObjectIsAnInvalidRequest) {
 }
 
 TEST_F(McpServerTest, AWrongOrMissingJsonrpcMemberIsAnInvalidRequest) {
-  for (const char* body : {R"({"id":1,"method":"ping"})", R"({"jsonrpc":"1.0","id":1,"method":"ping"})",
-                           R"({"jsonrpc":2.0,"id":1,"method":"ping"})",
-                           R"({"jsonrpc":null,"id":1,"method":"ping"})"}) {
+  for (const char* body :
+       {R"({"id":1,"method":"ping"})", R"({"jsonrpc":"1.0","id":1,"method":"ping"})",
+        R"({"jsonrpc":2.0,"id":1,"method":"ping"})",
+        R"({"jsonrpc":null,"id":1,"method":"ping"})"}) {
     EXPECT_EQ(error_code(call_raw(body)), -32600) << body;
   }
 }
@@ -407,8 +419,9 @@ TEST_F(McpServerTest, AMissingOrNonStringMethodIsAnInvalidRequest) {
 
 TEST_F(McpServerTest, ArrayParamsAreInvalidParamsAndScalarParamsAnInvalidRequest) {
   EXPECT_EQ(error_code(call(request(1, "ping", json::array({1, 2})))), -32602);
-  EXPECT_EQ(error_code(call(request(1, "resources/read", json::array({"health://connection-pool"})))),
-            -32602);
+  EXPECT_EQ(
+      error_code(call(request(1, "resources/read", json::array({"health://connection-pool"})))),
+      -32602);
   for (const char* params : {"null", "1", "\"x\"", "false"}) {
     const std::string body =
         std::string(R"({"jsonrpc":"2.0","id":1,"method":"ping","params":)") + params + "}";
@@ -491,11 +504,12 @@ TEST_F(McpServerTest, ModeratelyNestedParamsAreAccepted) {
 }
 
 TEST_F(McpServerTest, HugeNumbersDoNotCrash) {
-  for (const char* body :
-       {R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":1e999999}})",
-        R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":-1e-999999}})",
-        R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":99999999999999999999999999999999}})",
-        R"({"jsonrpc":"2.0","id":-99999999999999999999999,"method":"ping"})"}) {
+  for (
+      const char* body :
+      {R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":1e999999}})",
+       R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":-1e-999999}})",
+       R"({"jsonrpc":"2.0","id":1,"method":"ping","params":{"n":99999999999999999999999999999999}})",
+       R"({"jsonrpc":"2.0","id":-99999999999999999999999,"method":"ping"})"}) {
     const HttpResponse response = post(body);
     EXPECT_EQ(response.status, 200) << body;
     expect_envelope(json::parse(response.body));
@@ -505,7 +519,8 @@ TEST_F(McpServerTest, HugeNumbersDoNotCrash) {
 // ---- HTTP method and Accept header ---------------------------------------------
 
 TEST_F(McpServerTest, MethodsOtherThanPostAreNotAllowed) {
-  for (const std::string_view method : {"GET", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "post", ""}) {
+  for (const std::string_view method :
+       {"GET", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "post", ""}) {
     const HttpResponse response = server_.handle(method, "text/event-stream", "");
     EXPECT_EQ(response.status, 405) << method;
     ASSERT_EQ(response.headers.size(), 1u);
@@ -532,7 +547,8 @@ TEST_F(McpServerTest, AnEventStreamOnlyClientGetsOneSseEvent) {
   const std::string prefix = "event: message\ndata: ";
   ASSERT_EQ(response.body.rfind(prefix, 0), 0u) << response.body;
   ASSERT_TRUE(response.body.ends_with("\n\n"));
-  const std::string data = response.body.substr(prefix.size(), response.body.size() - prefix.size() - 2);
+  const std::string data =
+      response.body.substr(prefix.size(), response.body.size() - prefix.size() - 2);
   EXPECT_EQ(data.find('\n'), std::string::npos);
   EXPECT_EQ(json::parse(data), json({{"jsonrpc", "2.0"}, {"id", 1}, {"result", json::object()}}));
 }
@@ -616,9 +632,15 @@ TEST_F(McpServerTest, RandomMutationsOfValidMessagesAreHandled) {
     for (int e = 0; e < edits && !body.empty(); ++e) {
       const std::size_t at = random() % body.size();
       switch (random() % 3) {
-        case 0: body[at] = alphabet[random() % alphabet.size()]; break;
-        case 1: body.erase(at, 1); break;
-        default: body.insert(at, 1, alphabet[random() % alphabet.size()]); break;
+        case 0:
+          body[at] = alphabet[random() % alphabet.size()];
+          break;
+        case 1:
+          body.erase(at, 1);
+          break;
+        default:
+          body.insert(at, 1, alphabet[random() % alphabet.size()]);
+          break;
       }
     }
     fuzz.check(body);
@@ -627,9 +649,17 @@ TEST_F(McpServerTest, RandomMutationsOfValidMessagesAreHandled) {
 
 TEST_F(McpServerTest, WrongTypesInEveryMemberAreHandled) {
   FuzzCheck fuzz(server_);
-  const std::vector<json> values = {nullptr,       true,          0,   -7, 1.25, "",
-                                    "2.0",         "ping",        json::array(),
-                                    json::object(), json::array({1, "a"}),
+  const std::vector<json> values = {nullptr,
+                                    true,
+                                    0,
+                                    -7,
+                                    1.25,
+                                    "",
+                                    "2.0",
+                                    "ping",
+                                    json::array(),
+                                    json::object(),
+                                    json::array({1, "a"}),
                                     json{{"uri", "health://connection-pool"}}};
   for (const std::string& text : valid_messages()) {
     const json message = json::parse(text);
@@ -782,7 +812,8 @@ TEST_F(McpToolsTest, ARefusedActionIsAToolErrorWithItsMessage) {
 
 TEST_F(McpToolsTest, DrainRunsAndTakesNoArguments) {
   const json answer = call_tool("pool_drain", nullptr);
-  EXPECT_EQ(answer["result"]["structuredContent"], (json{{"closed_idle", 3}, {"replaced_later", 1}}));
+  EXPECT_EQ(answer["result"]["structuredContent"],
+            (json{{"closed_idle", 3}, {"replaced_later", 1}}));
   EXPECT_EQ(drains_, 1);
   EXPECT_EQ(refusal(call_tool("pool_drain", {{"force", true}})),
             "Invalid arguments: pool_drain takes no arguments, got 'force'");
@@ -821,7 +852,8 @@ TEST_F(McpServerTest, ConcurrentRequestsAllGetTheirOwnAnswers) {
     threads.emplace_back([this, t, &correct] {
       for (int i = 0; i < kRequestsPerThread; ++i) {
         const int id = t * kRequestsPerThread + i;
-        const std::string_view uri = i % 2 == 0 ? "health://connection-pool" : "stats://connection-pool";
+        const std::string_view uri =
+            i % 2 == 0 ? "health://connection-pool" : "stats://connection-pool";
         const HttpResponse response = server_.handle(
             "POST", kClientAccept, request(id, "resources/read", {{"uri", uri}}).dump());
         const json answer = json::parse(response.body, nullptr, false);

@@ -13,11 +13,10 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <pqxx/pqxx>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-
-#include <pqxx/pqxx>
 
 namespace poolscope::testing {
 
@@ -69,7 +68,8 @@ class TempCluster {
     char pattern[] = "/tmp/poolscope-cluster.XXXXXX";
     if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = pattern;
-    const auto created = pgctl("create " + shell_quote(dir_) + " " + std::to_string(max_connections));
+    const auto created =
+        pgctl("create " + shell_quote(dir_) + " " + std::to_string(max_connections));
     if (created.exit_code != 0) {
       destroy();
       throw std::runtime_error("pgctl create failed: " + created.output);
@@ -146,7 +146,8 @@ class TempCluster {
   }
   void checked(const std::string& arguments) const {
     const auto result = pgctl(arguments);
-    if (result.exit_code != 0) throw std::runtime_error("pgctl " + arguments + ": " + result.output);
+    if (result.exit_code != 0)
+      throw std::runtime_error("pgctl " + arguments + ": " + result.output);
   }
 
   std::string dir_, url_, password_, port_;

@@ -109,21 +109,23 @@ TEST(PoolConfig, DurationsAcceptGoStyleUnits) {
 }
 
 TEST(PoolConfig, BadDurationsNameTheVariableAndValue) {
-  for (const std::string bad : {"", "abc", "-5", "10x", "5 s s", "1.2.3s", "1h30", ".", "s",
-                                "99999999999h", "1e9"}) {
+  for (const std::string bad :
+       {"", "abc", "-5", "10x", "5 s s", "1.2.3s", "1h30", ".", "s", "99999999999h", "1e9"}) {
     try {
       parse_duration(bad, "POOL_ACQUIRE_TIMEOUT");
       ADD_FAILURE() << "accepted '" << bad << "'";
     } catch (const ConfigError& error) {
       EXPECT_EQ(error.variable(), "POOL_ACQUIRE_TIMEOUT");
-      EXPECT_NE(std::string(error.what()).find("POOL_ACQUIRE_TIMEOUT='" + bad + "'"), std::string::npos)
+      EXPECT_NE(std::string(error.what()).find("POOL_ACQUIRE_TIMEOUT='" + bad + "'"),
+                std::string::npos)
           << error.what();
     }
   }
 }
 
 TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
-  EXPECT_EQ(error_of({{"POOL_MAX_SIZE", "abc"}}), "invalid POOL_MAX_SIZE='abc': expected a whole number");
+  EXPECT_EQ(error_of({{"POOL_MAX_SIZE", "abc"}}),
+            "invalid POOL_MAX_SIZE='abc': expected a whole number");
   EXPECT_EQ(error_of({{"POOL_MAX_SIZE", "-1"}}),
             "invalid POOL_MAX_SIZE='-1': must not be negative; expected a whole number");
   EXPECT_EQ(error_of({{"POOL_MAX_SIZE", "99999999999999999999999"}}),
@@ -135,7 +137,8 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
   EXPECT_EQ(error_of({{"POOL_ACQUIRE_TIMEOUT", "0"}}),
             "invalid POOL_ACQUIRE_TIMEOUT='0ms': must be greater than 0");
   EXPECT_EQ(error_of({{"POOL_ENABLE_LEAK_DETECTION", "maybe"}}),
-            "invalid POOL_ENABLE_LEAK_DETECTION='maybe': expected true or false (also 1/0, yes/no, on/off)");
+            "invalid POOL_ENABLE_LEAK_DETECTION='maybe': expected true or false (also 1/0, yes/no, "
+            "on/off)");
   EXPECT_EQ(error_of({{"LOG_LEVEL", "LOUD"}}),
             "invalid LOG_LEVEL='LOUD': expected DEBUG, INFO, WARNING, ERROR or CRITICAL");
   EXPECT_EQ(error_of({{"POOL_HEALTHY_HEADROOM", "1.5"}}),
@@ -145,9 +148,12 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
             "2m or 1h30m (units ns, us, ms, s, m, h; a bare number means seconds)");
   EXPECT_EQ(error_of({{"POOL_QUEUE_POLICY", "lifo"}}),
             "invalid POOL_QUEUE_POLICY='lifo': expected barging or fifo");
-  EXPECT_EQ(error_of({{"POOL_BARGING_WAIT_BOUND", "-1ms"}}).rfind("invalid POOL_BARGING_WAIT_BOUND='-1ms'", 0), 0u);
-  EXPECT_EQ(error_of({{"POOL_HEALTH_WINDOW", "1500ms"}}),
-            "invalid POOL_HEALTH_WINDOW='1500ms': expected whole seconds from 1s to 600s, e.g. 60s");
+  EXPECT_EQ(error_of({{"POOL_BARGING_WAIT_BOUND", "-1ms"}})
+                .rfind("invalid POOL_BARGING_WAIT_BOUND='-1ms'", 0),
+            0u);
+  EXPECT_EQ(
+      error_of({{"POOL_HEALTH_WINDOW", "1500ms"}}),
+      "invalid POOL_HEALTH_WINDOW='1500ms': expected whole seconds from 1s to 600s, e.g. 60s");
   EXPECT_EQ(error_of({{"POOL_HEALTH_WINDOW", "11m"}}),
             "invalid POOL_HEALTH_WINDOW='11m': expected whole seconds from 1s to 600s, e.g. 60s");
   EXPECT_EQ(error_of({{"POOL_RECONNECT_BACKOFF", "1s,,4s"}}),

@@ -1,11 +1,11 @@
 #include "poolscope/pool_metrics.h"
 
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include <atomic>
 #include <thread>
-#include <prometheus/registry.h>
-#include <prometheus/text_serializer.h>
 
 #include "fakes.h"
 #include "poolscope/error.h"
@@ -161,7 +161,8 @@ TEST_F(PoolMetricsTest, PrefixIsConfigurable) {
 
 TEST_F(PoolMetricsTest, OtelNamingPublishesTheSemanticConventionNamesOnly) {
   auto a = pool("orders");
-  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kOtel});
+  PoolMetrics metrics(registry_,
+                      MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kOtel});
   metrics.add(*a);
   auto held = a->acquire();
   { auto handle = a->acquire(); }
@@ -185,7 +186,8 @@ TEST_F(PoolMetricsTest, OtelNamingPublishesTheSemanticConventionNamesOnly) {
         "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"orders\"} 1",
         "# TYPE db_client_connection_create_time_seconds histogram",
         // min_size connections were opened before the metrics were attached.
-        "db_client_connection_create_time_seconds_count{db_client_connection_pool_name=\"orders\"} 0"}) {
+        "db_client_connection_create_time_seconds_count{db_client_connection_pool_name=\"orders\"} "
+        "0"}) {
     EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
   }
   EXPECT_EQ(text.find("codebase_mcp_pool_"), std::string::npos) << text;
@@ -216,14 +218,16 @@ TEST_F(PoolMetricsTest, OtelTimeoutsCountAcquireTimeouts) {
   waiter.join();
   ASSERT_TRUE(timed_out);
   const std::string text = scrape(registry_, metrics);
-  EXPECT_NE(text.find("db_client_connection_timeouts_total{db_client_connection_pool_name=\"tiny\"} 1"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("db_client_connection_timeouts_total{db_client_connection_pool_name=\"tiny\"} 1"),
+      std::string::npos)
       << text;
 }
 
 TEST_F(PoolMetricsTest, BothNamingPublishesBothSetsFromOneSnapshot) {
   auto a = pool("orders");
-  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kBoth});
+  PoolMetrics metrics(registry_,
+                      MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kBoth});
   metrics.add(*a);
   { auto handle = a->acquire(); }
   const std::string text = scrape(registry_, metrics);
@@ -232,7 +236,8 @@ TEST_F(PoolMetricsTest, BothNamingPublishesBothSetsFromOneSnapshot) {
         "codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"orders\"} 1",
         "db_client_connection_count{db_client_connection_pool_name=\"orders\","
         "db_client_connection_state=\"idle\"} 2",
-        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} 1"}) {
+        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} "
+        "1"}) {
     EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
   }
 }
@@ -279,12 +284,12 @@ TEST_F(PoolMetricsTest, LeakSitesOldestHeldAgeAndRunTimeActionsArePublished) {
   const std::size_t drained = p.drain().closed_idle;
   ASSERT_GT(drained, 0u);
   const std::string text = scrape(registry_, metrics);
-  EXPECT_NE(text.find("codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"drain\"} " +
-                      std::to_string(drained) + "\n"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"drain\"} " +
+                std::to_string(drained) + "\n"),
+      std::string::npos)
       << text;
-  const std::string site_series =
-      "pool_metrics_test.cc:" + std::to_string(acquire_line) + "\"} 1";
+  const std::string site_series = "pool_metrics_test.cc:" + std::to_string(acquire_line) + "\"} 1";
   const auto by_site = text.find("codebase_mcp_pool_leaked_connections_by_site{function=\"");
   ASSERT_NE(by_site, std::string::npos) << text;
   EXPECT_NE(text.find(site_series, by_site), std::string::npos) << text;

@@ -726,7 +726,6 @@ TEST_F(PoolTest, ManyThreadsWithRandomExceptionsLeakNothing) {
   EXPECT_LE(s.total_connections, 4u);
 }
 
-
 // ---------------------------------------------------------------- queue policy
 
 class QueuePolicyTest : public PoolTest, public ::testing::WithParamInterface<QueuePolicy> {
@@ -754,7 +753,8 @@ TEST_P(QueuePolicyTest, WaitersAmongThemselvesAreServedInArrivalOrder) {
       std::lock_guard lock(order_mutex);
       order.push_back(i);
     });
-    ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
+    ASSERT_TRUE(
+        eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
   }
   held.release();
   for (auto& t : threads) t.join();
@@ -943,7 +943,7 @@ TEST_F(GatedPoolTest, BargingNudgeOfAWaiterThatTimedOutGoesToTheNextWaiter) {
     }
   });
   ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 2; }));
-  held.release();  // idle; the first waiter is nudged but cannot run yet
+  held.release();       // idle; the first waiter is nudged but cannot run yet
   clock_->advance(3s);  // past the first waiter's deadline, well inside the second's
   clock_->open_gate();
   // No further time passes: the second waiter is served only if the nudge

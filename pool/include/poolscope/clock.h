@@ -29,8 +29,7 @@ class Clock {
   /// now() reaches `deadline`. May return early (spuriously): callers re-check
   /// their condition and the deadline in a loop. Returns cv_status::timeout
   /// once now() >= deadline.
-  virtual std::cv_status wait_until(std::condition_variable& cv,
-                                    std::unique_lock<std::mutex>& lock,
+  virtual std::cv_status wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
                                     time_point deadline) = 0;
 
   /// The real clock: std::chrono::steady_clock and system_clock.

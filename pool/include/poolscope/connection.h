@@ -2,9 +2,8 @@
 
 #include <chrono>
 #include <memory>
-#include <string>
-
 #include <pqxx/connection>
+#include <string>
 
 namespace poolscope {
 

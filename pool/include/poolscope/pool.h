@@ -97,8 +97,8 @@ class Pool {
 
   /// What drain() did.
   struct DrainResult {
-    std::size_t closed_idle = 0;      ///< idle connections closed at once
-    std::size_t replaced_later = 0;   ///< lent out now, closed when they come back
+    std::size_t closed_idle = 0;     ///< idle connections closed at once
+    std::size_t replaced_later = 0;  ///< lent out now, closed when they come back
   };
 
   /// Recycles every connection gracefully, e.g. after rotating the database

@@ -55,7 +55,7 @@ struct LeakedConnection {
   double held_seconds = 0.0;        ///< since acquire() handed it out
   std::string file;                 ///< source file of the acquire() call
   std::uint32_t line = 0;
-  std::string function;             ///< enclosing function, as the compiler names it
+  std::string function;  ///< enclosing function, as the compiler names it
 };
 
 /// The leaked connections acquired at one source location.
@@ -63,7 +63,7 @@ struct LeakSite {
   std::string file;
   std::uint32_t line = 0;
   std::string function;
-  std::size_t connections = 0;      ///< leaked right now from this site
+  std::size_t connections = 0;  ///< leaked right now from this site
   double oldest_held_seconds = 0.0;
 };
 
@@ -81,8 +81,8 @@ struct PoolStatistics {
   std::size_t waiting_requests = 0;     ///< acquire() calls queued for a connection
   std::size_t pending_connections = 0;  ///< connections being opened right now
   std::size_t leaked_connections = 0;   ///< held longer than the leak timeout right now
-  std::size_t min_size = 0;  ///< current value (set_min_size() changes it)
-  std::size_t max_size = 0;  ///< current value (set_max_size() changes it)
+  std::size_t min_size = 0;             ///< current value (set_min_size() changes it)
+  std::size_t max_size = 0;             ///< current value (set_max_size() changes it)
   /// Age of the longest-held connection now lent out (leaked or not); 0 when
   /// none is lent out.
   double oldest_held_seconds = 0.0;
@@ -94,9 +94,9 @@ struct PoolStatistics {
   /// in leaked_connections.
   std::vector<LeakSite> leak_sites;
 
-  double avg_acquisition_time_ms = 0.0;     ///< mean over the lifetime
-  std::size_t peak_active_connections = 0;  ///< lifetime maximum
-  double peak_wait_time_ms = 0.0;           ///< lifetime maximum
+  double avg_acquisition_time_ms = 0.0;            ///< mean over the lifetime
+  std::size_t peak_active_connections = 0;         ///< lifetime maximum
+  double peak_wait_time_ms = 0.0;                  ///< lifetime maximum
   std::size_t recent_peak_active_connections = 0;  ///< maximum within the health window
   double recent_peak_wait_time_ms = 0.0;           ///< maximum within the health window
   std::uint64_t recent_errors = 0;                 ///< errors within the health window
@@ -109,8 +109,8 @@ struct PoolStatistics {
   std::uint64_t reconnect_attempts = 0;
   std::uint64_t leaks_detected = 0;
   std::uint64_t leaks_returned = 0;  ///< leaked connections that came back later
-  std::uint64_t resizes = 0;  ///< calls of set_max_size() and set_min_size() that succeeded
-  std::uint64_t drains = 0;   ///< calls of drain()
+  std::uint64_t resizes = 0;         ///< calls of set_max_size() and set_min_size() that succeeded
+  std::uint64_t drains = 0;          ///< calls of drain()
   std::array<std::uint64_t, kCloseReasonCount> connections_closed{};  ///< by CloseReason
   std::array<std::uint64_t, kErrorTypeCount> errors{};                ///< by ErrorType
 

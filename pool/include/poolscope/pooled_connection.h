@@ -2,7 +2,6 @@
 
 #include <cstdint>
 #include <memory>
-
 #include <pqxx/connection>
 
 namespace poolscope {
