@@ -20,9 +20,21 @@ implemented here (same rule names), stricter where the project asks for it:
                  `_total` series only inside rate/irate/increase, `_bucket`
                  series only inside histogram_quantile over `sum by (le, ...)`,
                  no undefined variables, metric and label names from
-                 docs/metrics.md, legends only use labels the query keeps
+                 docs/metrics.md (its guide, server-view and OpenTelemetry
+                 tables; on OpenTelemetry names the pool matcher is
+                 db_client_connection_pool_name=~"$pool"), legends only use
+                 labels the query keeps
+  naming         --naming guide (default): every metric is one an exporter
+                 with --metrics.naming=guide publishes. --naming otel (for
+                 grafana/connection-pool-dashboard-otel.json): a variable or
+                 panel needing a metric that --metrics.naming=otel does not
+                 publish is an error, unless the panel's title says "needs
+                 --metrics.naming=both" and it sits in a collapsed row whose
+                 title names the flag
   core           the six core panels with their thresholds (10 ms p95 line,
-                 10 waiting requests line, health 0/1/2 green/yellow/red)
+                 10 waiting requests line, health 0/1/2 green/yellow/red);
+                 with --naming otel, utilisation, latency and waiting
+                 requests are recognised by their OpenTelemetry names
 
 Validity goes through a real Prometheus: unless --prometheus-url names a
 running one, the program starts `prometheus` on a free loopback port with an
@@ -30,7 +42,7 @@ empty configuration and throwaway storage, sends every query (variables
 substituted as for "All") to /api/v1/query and stops it again.
 
     lint_dashboard.py --dashboard grafana/connection-pool-dashboard.json \
-        [--metrics-doc docs/metrics.md] [--uid poolscope-pool] \
+        [--metrics-doc docs/metrics.md] [--uid poolscope-pool] [--naming guide|otel] \
         [--prometheus /usr/bin/prometheus | --prometheus-url http://host:9090]
 
 Exit status: 0 clean, 1 problems found (one line each), 2 usage or set-up error.
@@ -58,6 +70,30 @@ import promql  # noqa: E402
 EXPECTED_UID = "poolscope-pool"
 MIN_SCHEMA_VERSION = 36
 REQUIRED_QUERY_VARIABLES = ("job", "instance", "pool")
+# The pool label of the OpenTelemetry names (--metrics.naming=otel); the
+# dashboard's $pool variable matches it on those metrics.
+OTEL_POOL_LABEL = "db_client_connection_pool_name"
+NAMINGS = ("guide", "otel")
+# A panel that queries metrics an `otel` exporter does not publish must say so
+# in its title and sit in a collapsed row whose title says so too.
+NEEDS_BOTH = "--metrics.naming=both"
+# The metrics the core panels are recognised by, in each naming.
+CORE_METRICS = {
+    "guide": {
+        "idle": "codebase_mcp_pool_connections_idle",
+        "active": "codebase_mcp_pool_connections_active",
+        "max": "codebase_mcp_pool_max_connections",
+        "latency": "codebase_mcp_pool_acquisition_duration_seconds_bucket",
+        "waiting": "codebase_mcp_pool_waiting_requests",
+    },
+    "otel": {
+        "idle": "db_client_connection_count",
+        "active": "db_client_connection_count",
+        "max": "db_client_connection_max",
+        "latency": "db_client_connection_wait_time_seconds_bucket",
+        "waiting": "db_client_connection_pending_requests",
+    },
+}
 RATE_INTERVAL_SPELLINGS = ("$__rate_interval", "${__rate_interval}")
 DATASOURCE_UIDS = ("$datasource", "${datasource}")
 COUNTER_FUNCTIONS = ("rate", "irate", "increase")
@@ -119,11 +155,17 @@ class Problem:
 
 @dataclasses.dataclass
 class MetricCatalog:
-    """Series names and their labels, from docs/metrics.md."""
+    """Series names, their labels and the --metrics.naming modes that publish
+    them, from docs/metrics.md: its first tables (guide names, with the
+    prefix), "Server view" (guide names, published in every mode) and
+    "OpenTelemetry names" (the Prometheus column, no prefix)."""
 
     labels: Dict[str, Set[str]]  # full series name -> labels it may carry
+    namings: Dict[str, Set[str]] = dataclasses.field(default_factory=dict)  # name -> {"guide", "otel"}
 
     SCRAPE_LABELS = frozenset({"job", "instance"})
+    SERVER_VIEW_SECTION = "Server view"
+    OTEL_SECTION = "OpenTelemetry names"
 
     @classmethod
     def from_markdown(cls, path: str) -> "MetricCatalog":
@@ -131,24 +173,47 @@ class MetricCatalog:
             text = f.read()
         m = re.search(r"default `([A-Za-z_:][A-Za-z0-9_:]*)`", text)
         prefix = m.group(1) if m else "codebase_mcp_pool_"
-        labels: Dict[str, Set[str]] = {}
-        row = re.compile(r"^\|\s*`([A-Za-z_:][A-Za-z0-9_:]*)`\s*\|\s*(\w+)\s*\|\s*([^|]*)\|", re.MULTILINE)
-        for name, kind, label_text in row.findall(text):
-            own = {l.strip() for l in label_text.split(",") if l.strip()}
-            allowed = own | cls.SCRAPE_LABELS
-            full = prefix + name
-            if kind == "histogram":
-                labels[full + "_bucket"] = allowed | {"le"}
-                labels[full + "_sum"] = set(allowed)
-                labels[full + "_count"] = set(allowed)
+        catalog = cls({}, {})
+        guide_row = re.compile(r"^\|\s*`([A-Za-z_:][A-Za-z0-9_:]*)`\s*\|\s*(\w+)\s*\|\s*([^|]*)\|", re.MULTILINE)
+        # | `db.client.connection.count` | `db_client_connection_count` | gauge | labels | guide equivalent |
+        otel_row = re.compile(r"^\|\s*`[A-Za-z0-9_.]+`\s*\|\s*`([A-Za-z_:][A-Za-z0-9_:]*)`\s*\|\s*(\w+)\s*\|"
+                              r"\s*([^|]*)\|", re.MULTILINE)
+        heading = ""
+        for part in re.split(r"^(## .*)$", text, flags=re.MULTILINE):
+            if part.startswith("## "):
+                heading = part[3:].strip()
+            elif heading == cls.OTEL_SECTION:
+                for name, kind, label_text in otel_row.findall(part):
+                    catalog.add(name, kind, label_text, {"otel"})
             else:
-                labels[full] = allowed
-        if not labels:
+                namings = {"guide", "otel"} if heading == cls.SERVER_VIEW_SECTION else {"guide"}
+                for name, kind, label_text in guide_row.findall(part):
+                    catalog.add(prefix + name, kind, label_text, namings)
+        if not catalog.labels:
             raise ValueError(f"{path}: no metric table found")
-        return cls(labels)
+        return catalog
+
+    def add(self, full: str, kind: str, label_text: str, namings: Set[str]) -> None:
+        # "db_client_connection_state (`idle`, `used`)": the label, not its values.
+        own = {l.strip() for l in re.sub(r"\([^)]*\)", "", label_text).split(",")}
+        allowed = {l for l in own if l} | self.SCRAPE_LABELS
+        series = [(full + "_bucket", allowed | {"le"}), (full + "_sum", set(allowed)),
+                  (full + "_count", set(allowed))] if kind == "histogram" else [(full, allowed)]
+        for name, labels in series:
+            self.labels[name] = labels
+            self.namings[name] = set(namings)
 
     def allowed(self, name: Optional[str]) -> Optional[Set[str]]:
         return self.labels.get(name) if name else None
+
+    def published(self, name: Optional[str], naming: str) -> bool:
+        """Whether an exporter run with --metrics.naming=`naming` publishes `name`."""
+        return naming in self.namings.get(name or "", set())
+
+    def pool_label(self, name: Optional[str]) -> str:
+        """The label naming the pool on `name`: OpenTelemetry's, or `pool`."""
+        allowed = self.allowed(name) or set()
+        return OTEL_POOL_LABEL if OTEL_POOL_LABEL in allowed and "pool" not in allowed else "pool"
 
 
 # --- PromQL helpers -----------------------------------------------------------
@@ -286,10 +351,14 @@ def prometheus_query_error(url: str, expr: str) -> Optional[str]:
 
 class DashboardLinter:
     def __init__(self, dashboard: dict, catalog: Optional[MetricCatalog] = None,
-                 expected_uid: str = EXPECTED_UID):
+                 expected_uid: str = EXPECTED_UID, naming: str = "guide"):
+        if naming not in NAMINGS:
+            raise ValueError(f"naming {naming!r}: expected one of {NAMINGS}")
         self.dashboard = dashboard
         self.catalog = catalog
         self.expected_uid = expected_uid
+        self.naming = naming
+        self.core = CORE_METRICS[naming]
         self.problems: List[Problem] = []
         self.title = dashboard.get("title", "")
         # (where, expr with variables, substituted expr) for the Prometheus check
@@ -304,6 +373,7 @@ class DashboardLinter:
         self.lint_dashboard()
         self.lint_templating()
         self.lint_panels()
+        self.lint_naming()
         self.lint_core_panels()
         return self.problems
 
@@ -517,10 +587,14 @@ class DashboardLinter:
             if node.range is not None and node.range not in RATE_INTERVAL_SPELLINGS:
                 self.add("target-rate-interval-rule", where, f"{name}[{node.range}] should use $__rate_interval")
             if not variable:
-                for label in REQUIRED_QUERY_VARIABLES:
+                for variable_name in REQUIRED_QUERY_VARIABLES:
+                    label = variable_name
+                    if variable_name == "pool" and self.catalog is not None:
+                        label = self.catalog.pool_label(node.name)
                     m = node.matcher(label)
-                    if m is None or m.op != "=~" or m.value not in (f"${label}", f"${{{label}}}"):
-                        self.add(f"target-{label}-rule", where, f"{name} needs the matcher {label}=~\"${label}\"")
+                    if m is None or m.op != "=~" or m.value not in (f"${variable_name}", f"${{{variable_name}}}"):
+                        self.add(f"target-{variable_name}-rule", where,
+                                 f"{name} needs the matcher {label}=~\"${variable_name}\"")
             if name.endswith("_total") or name.endswith("_bucket"):
                 in_counter_function = (node.range is not None and isinstance(parent, promql.Call)
                                        and parent.func in COUNTER_FUNCTIONS)
@@ -571,6 +645,66 @@ class DashboardLinter:
             self.add("target-histogram-rule", where,
                      "histogram_quantile should aggregate buckets with sum by (le, ...)")
 
+    # naming mode -----------------------------------------------------------------
+
+    def expr_metrics(self, expr: str) -> Set[str]:
+        try:
+            return metric_names(promql.parse(expr))
+        except promql.PromQLSyntaxError:
+            return set()  # reported by the promql rules
+
+    def lint_naming(self) -> None:
+        """With --naming otel: no query may silently need a metric an exporter
+        run with --metrics.naming=otel does not publish. Such a panel must say
+        "needs --metrics.naming=both" in its title and sit in a collapsed row
+        whose title names the flag (a collapsed row sends no query until it is
+        opened). With guide: every metric is one a guide exporter publishes."""
+        if self.catalog is None:
+            return
+        rule = "naming-rule"
+        for v in dq.template_variables(self.dashboard):
+            if v.get("type") != "query":
+                continue
+            try:
+                expr = dq.variable_promql(v)
+            except ValueError:
+                continue  # reported by template-label-promql-rule
+            missing = sorted(n for n in self.expr_metrics(expr or "")
+                             if self.catalog.allowed(n) is not None and not self.catalog.published(n, self.naming))
+            if missing:
+                self.add(rule, f"variable {v.get('name')!r}",
+                         f"queries {missing}, which --metrics.naming={self.naming} does not publish")
+
+        def check(panel: dict, row: Optional[dict]) -> None:
+            title = panel.get("title", "")
+            names = set().union(*[self.expr_metrics(t.get("expr", "")) for t in panel.get("targets") or []
+                                  if isinstance(t.get("expr"), str)] or [set()])
+            missing = sorted(n for n in names
+                             if self.catalog.allowed(n) is not None and not self.catalog.published(n, self.naming))
+            if not missing:
+                return
+            where = f"panel {title!r}"
+            if self.naming == "guide":
+                self.add(rule, where, f"queries {missing}, which --metrics.naming=guide does not publish")
+                return
+            if f"needs {NEEDS_BOTH}" not in title:
+                self.add(rule, where, f"queries {missing}, which --metrics.naming=otel does not publish; "
+                                      f"its title should say 'needs {NEEDS_BOTH}'")
+            if row is None or not row.get("collapsed") or NEEDS_BOTH not in row.get("title", ""):
+                self.add(rule, where, f"queries {missing}, which --metrics.naming=otel does not publish; "
+                                      f"it belongs in a collapsed row titled with {NEEDS_BOTH}")
+
+        row = None
+        for panel in self.dashboard.get("panels", []):
+            if panel.get("type") == "row":
+                row = panel
+                for nested in panel.get("panels") or []:
+                    check(nested, panel)
+            elif panel.get("type") not in NON_DATA_PANEL_TYPES:
+                # A panel after an expanded row belongs to it; after a collapsed
+                # row's header it is still shown, so it counts as outside.
+                check(panel, row if row is not None and not row.get("collapsed") else None)
+
     # the six core panels -------------------------------------------------------
 
     def parsed_targets(self, panel: dict) -> List[Tuple[dict, promql.Node]]:
@@ -593,7 +727,10 @@ class DashboardLinter:
         return (custom.get("thresholdsStyle") or {}).get("mode", "off")
 
     def find_panels(self, *metrics: str) -> List[Tuple[dict, List[Tuple[dict, promql.Node]]]]:
-        wanted = {"codebase_mcp_pool_" + m for m in metrics}
+        """Panels using every one of `metrics` (full names, or guide names
+        without the prefix)."""
+        wanted = {m if m.startswith(("codebase_mcp_pool_", "db_client_")) else "codebase_mcp_pool_" + m
+                  for m in metrics}
         found = []
         for panel in dq.iter_panels(self.dashboard):
             if panel.get("type") in NON_DATA_PANEL_TYPES:
@@ -608,13 +745,13 @@ class DashboardLinter:
         rule = "core-panels-rule"
 
         # 1. utilisation: idle, active, a total, and max as a dashed line
-        candidates = self.find_panels("connections_idle", "connections_active", "max_connections")
+        candidates = self.find_panels(self.core["idle"], self.core["active"], self.core["max"])
         candidates = [c for c in candidates if c[0].get("type") == "timeseries"]
         if not candidates:
             self.add(rule, "dashboard", "no time series of idle/active connections with max_connections (guide panel 1)")
         for panel, parsed in candidates:
             max_refs = [t.get("refId") for t, tree in parsed
-                        if metric_names(tree) == {"codebase_mcp_pool_max_connections"}]
+                        if metric_names(tree) == {self.core["max"]}]
             dashed = set()
             for override in (panel.get("fieldConfig") or {}).get("overrides") or []:
                 matcher = override.get("matcher") or {}
@@ -626,7 +763,7 @@ class DashboardLinter:
                 self.add(rule, f"panel {panel.get('title')!r}", "max_connections should be drawn as a dashed line")
 
         # 2. acquisition latency p50/p95/p99 with the 10 ms line
-        candidates = self.find_panels("acquisition_duration_seconds_bucket")
+        candidates = self.find_panels(self.core["latency"])
         if not candidates:
             self.add(rule, "dashboard", "no acquisition latency panel (guide panel 2)")
         for panel, parsed in candidates:
@@ -657,7 +794,7 @@ class DashboardLinter:
                 self.add(rule, where, "should colour the background")
 
         # 4. waiting requests with the line at 10
-        candidates = [c for c in self.find_panels("waiting_requests") if c[0].get("type") == "timeseries"]
+        candidates = [c for c in self.find_panels(self.core["waiting"]) if c[0].get("type") == "timeseries"]
         if not candidates:
             self.add(rule, "dashboard", "no time series of waiting_requests (guide panel 4)")
         for panel, _ in candidates:
@@ -680,9 +817,9 @@ class DashboardLinter:
 
 
 def lint(dashboard: dict, catalog: Optional[MetricCatalog], prometheus_url: Optional[str],
-         expected_uid: str = EXPECTED_UID) -> List[Problem]:
+         expected_uid: str = EXPECTED_UID, naming: str = "guide") -> List[Problem]:
     """Every problem in `dashboard`; Prometheus checks only when a URL is given."""
-    linter = DashboardLinter(dashboard, catalog, expected_uid)
+    linter = DashboardLinter(dashboard, catalog, expected_uid, naming)
     linter.run_static()
     if prometheus_url:
         linter.run_prometheus(prometheus_url)
@@ -696,6 +833,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     parser.add_argument("--metrics-doc", default=os.path.join(root, "docs", "metrics.md"),
                         help="the metrics reference whose names and labels queries must use")
     parser.add_argument("--uid", default=EXPECTED_UID, help="the uid the dashboard must keep")
+    parser.add_argument("--naming", choices=NAMINGS, default="guide",
+                        help="the --metrics.naming the dashboard is for: its core panels use those names, "
+                             "and with otel a panel needing other metrics must be marked (default %(default)s)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--prometheus", default="prometheus", help="Prometheus binary to start")
     group.add_argument("--prometheus-url", help="use this running Prometheus instead of starting one")
@@ -710,10 +850,10 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
 
     try:
         if args.prometheus_url:
-            problems = lint(dashboard, catalog, args.prometheus_url, args.uid)
+            problems = lint(dashboard, catalog, args.prometheus_url, args.uid, args.naming)
         else:
             with PrometheusServer(args.prometheus) as server:
-                problems = lint(dashboard, catalog, server.url, args.uid)
+                problems = lint(dashboard, catalog, server.url, args.uid, args.naming)
     except RuntimeError as e:
         print(f"dashboard_lint: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,8 @@ import dashboard_queries as dq  # noqa: E402
 import lint_dashboard as ld  # noqa: E402
 
 DASHBOARD = os.path.join(ROOT, "grafana", "connection-pool-dashboard.json")
+OTEL_DASHBOARD = os.path.join(ROOT, "grafana", "connection-pool-dashboard-otel.json")
+OTEL_UID = "poolscope-pool-otel"
 METRICS_DOC = os.path.join(ROOT, "docs", "metrics.md")
 
 
@@ -87,6 +89,67 @@ class LintDashboardTest(unittest.TestCase):
         expected = len(dq.panel_queries(self.dashboard)) + len(dq.variable_queries(self.dashboard))
         self.assertEqual(checked, expected)
         self.assertGreaterEqual(len(data_panels(self.dashboard)), 6)
+
+    # the OpenTelemetry variant and the naming rule ------------------------------
+
+    def otel_problems(self, dashboard, with_prometheus=False):
+        return ld.lint(dashboard, self.catalog, self.server.url if with_prometheus else None, OTEL_UID, "otel")
+
+    def assertOtelReports(self, dashboard, rule, fragment=""):
+        problems = self.otel_problems(dashboard)
+        matching = [p for p in problems if p.rule == rule and fragment in str(p)]
+        self.assertTrue(matching, f"expected {rule} mentioning {fragment!r}, got:\n"
+                        + "\n".join(map(str, problems)))
+
+    def test_otel_variant_passes_every_rule_for_otel(self):
+        variant = dq.load_dashboard(OTEL_DASHBOARD)
+        self.assertEqual([str(p) for p in self.otel_problems(variant, with_prometheus=True)], [])
+
+    def test_catalog_reads_the_opentelemetry_table(self):
+        self.assertEqual(self.catalog.allowed("db_client_connection_count"),
+                         {"job", "instance", "db_client_connection_pool_name", "db_client_connection_state"})
+        self.assertIn("le", self.catalog.allowed("db_client_connection_wait_time_seconds_bucket"))
+        self.assertTrue(self.catalog.published("db_client_connection_max", "otel"))
+        self.assertFalse(self.catalog.published("db_client_connection_max", "guide"))
+        self.assertFalse(self.catalog.published("codebase_mcp_pool_build_info", "otel"))
+        self.assertTrue(self.catalog.published("codebase_mcp_pool_server_sessions", "otel"))
+        self.assertEqual(self.catalog.pool_label("db_client_connection_max"), "db_client_connection_pool_name")
+
+    def test_shipped_dashboard_fails_as_an_otel_dashboard(self):
+        problems = self.otel_problems(self.dashboard)
+        self.assertTrue(any(p.rule == "naming-rule" and "build_info" in str(p) for p in problems))
+        self.assertTrue(any(p.rule == "naming-rule" and "'Health'" in str(p) for p in problems))
+
+    def test_otel_names_in_a_guide_dashboard_are_reported(self):
+        d = self.broken()
+        t = target_using(d, "waiting_requests")
+        t["expr"] = t["expr"].replace("codebase_mcp_pool_waiting_requests", "db_client_connection_pending_requests")
+        self.assertReports(d, "naming-rule", "db_client_connection_pending_requests")
+
+    def test_unmarked_guide_only_panel_in_the_variant_is_reported(self):
+        variant = dq.load_dashboard(OTEL_DASHBOARD)
+        health = panel_using(variant, "health_status")
+        health["title"] = "Health"
+        self.assertOtelReports(variant, "naming-rule", "its title should say")
+
+    def test_guide_only_panel_outside_the_collapsed_row_is_reported(self):
+        variant = dq.load_dashboard(OTEL_DASHBOARD)
+        row = variant["panels"][-1]
+        self.assertTrue(row["collapsed"])
+        row["collapsed"] = False
+        self.assertOtelReports(variant, "naming-rule", "collapsed row")
+
+    def test_otel_metric_with_the_guide_pool_label_is_reported(self):
+        variant = dq.load_dashboard(OTEL_DASHBOARD)
+        t = target_using(variant, "db_client_connection_pending_requests")
+        t["expr"] = t["expr"].replace("db_client_connection_pool_name=~", "pool=~")
+        self.assertOtelReports(variant, "target-pool-rule", "db_client_connection_pool_name")
+
+    def test_variant_without_the_dashed_otel_maximum_is_reported(self):
+        variant = dq.load_dashboard(OTEL_DASHBOARD)
+        panel = panel_using(variant, "db_client_connection_max", "timeseries")
+        panel["fieldConfig"]["overrides"] = []
+        self.assertOtelReports(variant, "core-panels-rule", "dashed")
 
     # validity through Prometheus ----------------------------------------------
 

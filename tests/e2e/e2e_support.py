@@ -114,16 +114,23 @@ def alert_severities(path: str) -> Dict[str, str]:
             for rule in load_rules(path) if "alert" in rule}
 
 
-def panel_queries(rate_interval: str, **variables: str) -> List[dict]:
-    """Every panel query of the shipped dashboard, variables substituted
+DASHBOARD = "connection-pool-dashboard.json"
+OTEL_DASHBOARD = "connection-pool-dashboard-otel.json"  # for --metrics.naming=otel
+
+
+def load_dashboard(name: str = DASHBOARD) -> dict:
+    """A shipped dashboard from grafana/."""
+    return dashboard_queries.load_dashboard(source_path("grafana", name))
+
+
+def panel_queries(rate_interval: str, dashboard: str = DASHBOARD, **variables: str) -> List[dict]:
+    """Every panel query of a shipped dashboard, variables substituted
     ("All" unless given, e.g. instance="127\\\\.0\\\\.0\\\\.1:1234")."""
-    dashboard = dashboard_queries.load_dashboard(source_path("grafana", "connection-pool-dashboard.json"))
-    return dashboard_queries.panel_queries(dashboard, {"__rate_interval": rate_interval, **variables})
+    return dashboard_queries.panel_queries(load_dashboard(dashboard), {"__rate_interval": rate_interval, **variables})
 
 
-def variable_queries(**variables: str) -> List[dict]:
-    dashboard = dashboard_queries.load_dashboard(source_path("grafana", "connection-pool-dashboard.json"))
-    return dashboard_queries.variable_queries(dashboard, variables)
+def variable_queries(dashboard: str = DASHBOARD, **variables: str) -> List[dict]:
+    return dashboard_queries.variable_queries(load_dashboard(dashboard), variables)
 
 
 def regex_escape(text: str) -> str:
