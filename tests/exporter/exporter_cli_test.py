@@ -7,11 +7,11 @@ finishes) before the pool starts.
   exporter_cli_test.py --exporter PATH --source-dir DIR
 """
 
-import argparse
 import os
 import subprocess
-import sys
 import unittest
+
+import harness
 
 EXPORTER = None
 SOURCE_DIR = None
@@ -164,15 +164,5 @@ class InformationTest(unittest.TestCase):
                     self.assertEqual(result.stdout, b"")
 
 
-def main():
-    global EXPORTER, SOURCE_DIR
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exporter", required=True)
-    parser.add_argument("--source-dir", required=True)
-    args, rest = parser.parse_known_args()
-    EXPORTER, SOURCE_DIR = args.exporter, args.source_dir
-    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    harness.run(globals(), "--source-dir", database=False)

@@ -21,7 +21,6 @@ a finding it once failed:
 Exits 77 (skipped) when POOLSCOPE_TEST_DATABASE_URL is unset.
 """
 
-import argparse
 import base64
 import ctypes
 import json
@@ -30,7 +29,6 @@ import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -423,17 +421,5 @@ class SignalTest(unittest.TestCase):
             self.assertEqual(exporter.wait_exit(), 0)
 
 
-def main():
-    global EXPORTER, SOURCE_DIR
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exporter", required=True)
-    parser.add_argument("--source-dir", required=True)
-    args, rest = parser.parse_known_args()
-    EXPORTER = args.exporter
-    SOURCE_DIR = args.source_dir
-    harness.test_database_url()
-    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    harness.run(globals(), "--source-dir")

@@ -7,13 +7,9 @@ landing page, MCP, malformed HTTP, SIGTERM and the password.
 Exits 77 (skipped) when POOLSCOPE_TEST_DATABASE_URL is unset.
 """
 
-import argparse
 import gzip
 import json
-import re
 import signal
-import sys
-import threading
 import unittest
 
 import harness
@@ -274,15 +270,5 @@ class ShutdownTest(unittest.TestCase):
             self.assertEqual(exporter.stop(signal.SIGINT), 0)
 
 
-def main():
-    global EXPORTER
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exporter", required=True)
-    args, rest = parser.parse_known_args()
-    EXPORTER = args.exporter
-    harness.test_database_url()  # skip early when there is no database
-    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    harness.run(globals())

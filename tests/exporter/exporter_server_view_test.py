@@ -8,9 +8,7 @@ available slots, and the OpenTelemetry names (--metrics.naming).
 Exits 77 (skipped) when POOLSCOPE_TEST_DATABASE_URL is unset.
 """
 
-import argparse
 import re
-import sys
 import unittest
 
 import harness
@@ -95,15 +93,5 @@ class ServerViewTest(unittest.TestCase):
             self.assertEqual(exporter.stop(), 0)
 
 
-def main():
-    global EXPORTER
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exporter", required=True)
-    args, rest = parser.parse_known_args()
-    EXPORTER = args.exporter
-    harness.test_database_url()  # skip early when there is no database
-    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    harness.run(globals())

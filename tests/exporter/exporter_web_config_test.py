@@ -6,13 +6,11 @@ invalid files (unknown keys, bad hashes, unreadable TLS files) refused with exit
   exporter_web_config_test.py --exporter PATH
 """
 
-import argparse
 import base64
 import ctypes
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import unittest
 
@@ -208,15 +206,5 @@ class InvalidConfigTest(unittest.TestCase):
         self.assertEqual(len(result.stderr.decode().splitlines()), 1)
 
 
-def main():
-    global EXPORTER
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exporter", required=True)
-    args, rest = parser.parse_known_args()
-    EXPORTER = args.exporter
-    harness.test_database_url()
-    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    harness.run(globals())

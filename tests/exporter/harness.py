@@ -6,6 +6,7 @@ for ordinary requests, raw sockets for malformed ones) and stops it with a
 signal. Every wait is a bounded poll; nothing asserts on elapsed time.
 """
 
+import argparse
 import gzip
 import http.client
 import os
@@ -13,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
 from exporter_process import Exporter, START_TIMEOUT_S, STOP_TIMEOUT_S  # noqa: E402,F401
@@ -29,6 +31,22 @@ def test_database_url():
         print("SKIP POOLSCOPE_TEST_DATABASE_URL is not set (run through scripts/test)")
         sys.exit(SKIPPED)
     return url
+
+
+def run(module_globals, *options, database=True):
+    """The main() of an exporter test script: parses --exporter and the given
+    required `options` ("--source-dir" sets SOURCE_DIR, ...) into the script's
+    globals, exits 77 (skipped) without a test database when `database`, and
+    runs the script's unittest cases with the remaining arguments."""
+    parser = argparse.ArgumentParser()
+    for option in ("--exporter", *options):
+        parser.add_argument(option, required=True)
+    args, rest = parser.parse_known_args()
+    for name, value in vars(args).items():
+        module_globals[name.upper()] = value
+    if database:
+        test_database_url()
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
 
 
 def test_database_password():

@@ -282,32 +282,6 @@ TEST_F(PoolTest, TimeoutDuringAnOutageKeepsAndNamesTheConnectionError) {
   EXPECT_EQ(s.last_error, "Database connection refused: fake server is down");
 }
 
-TEST_F(PoolTest, WaitersAreServedFirstComeFirstServed) {
-  auto c = config();
-  c.queue_policy = QueuePolicy::kFifo;
-  c.max_size = 1;
-  c.min_size = 1;
-  auto pool = make_pool(c);
-  ASSERT_TRUE(pool->wait_until_ready());
-  auto held = pool->acquire();
-  std::mutex order_mutex;
-  std::vector<int> order;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 8; ++i) {
-    threads.emplace_back([&, i] {
-      auto handle = pool->acquire();
-      std::lock_guard lock(order_mutex);
-      order.push_back(i);
-    });
-    // Each thread is queued before the next one starts.
-    ASSERT_TRUE(
-        eventually([&] { return pool->get_statistics().waiting_requests == std::size_t(i + 1); }));
-  }
-  held.release();
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
-}
-
 TEST_F(PoolTest, BrokenConnectionIsClosedAndReplaced) {
   auto pool = make_pool(config());
   ASSERT_TRUE(pool->wait_until_ready());
