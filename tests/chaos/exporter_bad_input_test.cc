@@ -510,7 +510,9 @@ std::vector<HttpCase> malformed_http() {
        {405}},
       {"PATCH /", "PATCH / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + close + "\r\n", {405}},
       {"GET /mcp", get("/mcp"), {405}},
-      {"DELETE /mcp", "DELETE /mcp HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {405}},
+      {"DELETE /mcp", "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n" + close + "\r\n", {405}},
+      // /mcp answers only Host names it serves (DNS rebinding), whatever the method.
+      {"DELETE /mcp, foreign Host", "DELETE /mcp HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {403}},
       {"made-up method", "BREW /health HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {}},
       {"TRACE", "TRACE /health HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {}},
       {"CONNECT", "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: x\r\n" + close + "\r\n", {}},
@@ -705,7 +707,7 @@ TEST(ExporterBadInput, MalformedJsonRpcGetsJsonRpcErrorsAndTheExporterKeepsServi
   const std::string ping = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}";
   const std::vector<HttpLevel> http_level = {
       {"Accept text/html only",
-       "POST /mcp HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nContent-Length: " +
+       "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\nContent-Length: " +
            std::to_string(ping.size()) + "\r\nConnection: close\r\n\r\n" + ping,
        406},
       {"foreign Origin", post_mcp(ping, "Origin: http://evil.example\r\n"), 403},
@@ -724,11 +726,12 @@ TEST(ExporterBadInput, MalformedJsonRpcGetsJsonRpcErrorsAndTheExporterKeepsServi
           fmt::format("{} -> HTTP {} (expected {})", test.name, response.status, test.status));
     }
   }
-  // A large but allowed message still works, and so does a normal session.
+  // A large but allowed message (the /mcp body limit is 64 KiB) still works,
+  // and so does a normal session.
   const RawResponse big = http_exchange(
       exporter.port,
       post_mcp("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\",\"params\":{\"pad\":\"" +
-               std::string(900 * 1024, 'x') + "\"}}"));
+               std::string(60 * 1024, 'x') + "\"}}"));
   EXPECT_EQ(big.status, 200);
   EXPECT_EQ(json::parse(big.body, nullptr, false).value("id", 0), 7) << big.body.substr(0, 200);
   const RawResponse read = http_exchange(
