@@ -471,6 +471,11 @@ std::chrono::nanoseconds best_cpu_time_to_answer(const McpServer& server, const 
 }
 
 TEST_F(McpServerTest, TheLargestAcceptedBodyParsesWithin50Milliseconds) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // A latency bound holds for the optimised build; instrumented code is
+  // several times slower. The linear-growth test below runs everywhere.
+  GTEST_SKIP() << "latency bound: checked in the optimised build, not under sanitizers";
+#endif
   // 64 KiB is the exporter's /mcp body limit.
   EXPECT_LT(best_cpu_time_to_answer(server_, ping_with_padding(64 * 1024)),
             std::chrono::milliseconds(50));
