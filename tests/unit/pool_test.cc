@@ -93,6 +93,26 @@ class PoolTest : public ::testing::Test {
     ASSERT_TRUE(eventually([&] { return server_->validations.load() > before; }));
   }
 
+  // Calls acquire(1s) on another thread, lets the fake clock pass the
+  // timeout once the call waits, and returns what its AcquireTimeout said
+  // (database_error stays "unset" when none was thrown).
+  std::pair<std::string, std::optional<std::string>> timeout_of_one_waiter(Pool& pool) {
+    std::string message;
+    std::optional<std::string> database_error = "unset";
+    std::thread waiter([&] {
+      try {
+        pool.acquire(1s);
+      } catch (const AcquireTimeout& error) {
+        message = error.what();
+        database_error = error.database_error();
+      }
+    });
+    EXPECT_TRUE(eventually([&] { return pool.get_statistics().waiting_requests == 1; }));
+    clock_->advance(1500ms);
+    waiter.join();
+    return {message, database_error};
+  }
+
   static bool consistent(const PoolStatistics& s) {
     return s.total_connections == s.idle_connections + s.active_connections;
   }
@@ -237,19 +257,7 @@ TEST_F(PoolTest, ExhaustedTimeoutAdvisesOnThePoolNotTheDatabase) {
   auto pool = make_pool(c);
   ASSERT_TRUE(pool->wait_until_ready());
   auto held = pool->acquire();
-  std::string message;
-  std::optional<std::string> database_error = "unset";
-  std::thread waiter([&] {
-    try {
-      pool->acquire(1s);
-    } catch (const AcquireTimeout& error) {
-      message = error.what();
-      database_error = error.database_error();
-    }
-  });
-  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
-  clock_->advance(1500ms);
-  waiter.join();
+  const auto [message, database_error] = timeout_of_one_waiter(*pool);
   EXPECT_NE(message.find("POOL_MAX_SIZE"), std::string::npos) << message;
   EXPECT_EQ(database_error, std::nullopt);
 }
@@ -260,19 +268,7 @@ TEST_F(PoolTest, TimeoutDuringAnOutageKeepsAndNamesTheConnectionError) {
   server_->down = true;
   auto pool = make_pool(c);
   ASSERT_TRUE(eventually([&] { return pool->get_statistics().connection_failures >= 1; }));
-  std::string message;
-  std::optional<std::string> database_error;
-  std::thread waiter([&] {
-    try {
-      pool->acquire(1s);
-    } catch (const AcquireTimeout& error) {
-      message = error.what();
-      database_error = error.database_error();
-    }
-  });
-  ASSERT_TRUE(eventually([&] { return pool->get_statistics().waiting_requests == 1; }));
-  clock_->advance(1500ms);
-  waiter.join();
+  const auto [message, database_error] = timeout_of_one_waiter(*pool);
   EXPECT_NE(message.find("fake server is down"), std::string::npos) << message;
   EXPECT_EQ(message.find("POOL_MAX_SIZE"), std::string::npos) << message;
   EXPECT_EQ(database_error, "Database connection refused: fake server is down");
