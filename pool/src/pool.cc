@@ -1127,21 +1127,21 @@ void PoolCore::remove_observer(const PoolObserver* observer) {
   }
 }
 
-void PoolCore::notify_acquired(nanoseconds waited) noexcept {
+void PoolCore::notify_acquired_observers(nanoseconds waited) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i) {
     if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) o->on_acquired(waited);
   }
 }
 
-void PoolCore::notify_released(nanoseconds held) noexcept {
+void PoolCore::notify_released_observers(nanoseconds held) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i) {
     if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) o->on_released(held);
   }
 }
 
-void PoolCore::notify_created(nanoseconds took) noexcept {
+void PoolCore::notify_created_observers(nanoseconds took) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i) {
     if (PoolObserver* o = observers_[i].load(std::memory_order_acquire))

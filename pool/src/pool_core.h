@@ -170,9 +170,20 @@ class PoolCore {
   void validate_idle_connections(Clock::time_point now, bool all);
 
   // --- helpers without the lock ---
-  void notify_acquired(std::chrono::nanoseconds waited) noexcept;
-  void notify_released(std::chrono::nanoseconds held) noexcept;
-  void notify_created(std::chrono::nanoseconds took) noexcept;
+  // Inline when no observer is attached (the common case without metrics):
+  // one atomic load, no call.
+  void notify_acquired(std::chrono::nanoseconds waited) noexcept {
+    if (observer_count_.load(std::memory_order_acquire) != 0) notify_acquired_observers(waited);
+  }
+  void notify_released(std::chrono::nanoseconds held) noexcept {
+    if (observer_count_.load(std::memory_order_acquire) != 0) notify_released_observers(held);
+  }
+  void notify_created(std::chrono::nanoseconds took) noexcept {
+    if (observer_count_.load(std::memory_order_acquire) != 0) notify_created_observers(took);
+  }
+  void notify_acquired_observers(std::chrono::nanoseconds waited) noexcept;
+  void notify_released_observers(std::chrono::nanoseconds held) noexcept;
+  void notify_created_observers(std::chrono::nanoseconds took) noexcept;
   static void log_transition(const std::string& pool, PoolState from, PoolState to);
   static void close_all(std::vector<std::unique_ptr<Slot>>& slots) noexcept;
 
