@@ -274,12 +274,10 @@ void PoolCore::throw_timeout_locked(Lock& lock, Clock::time_point started, Clock
   // exception names it.
   std::optional<std::string> database_error;
   if (consecutive_failures_ > 0) database_error = last_error_;
-  if (database_error) {
-    ++errors_[static_cast<std::size_t>(ErrorType::kAcquireTimeout)];
-    window_.record_error(now);
-  } else {
-    record_error_locked(ErrorType::kAcquireTimeout, "Connection acquisition timeout", now);
-  }
+  record_error_locked(
+      ErrorType::kAcquireTimeout,
+      database_error ? std::nullopt : std::optional<std::string>("Connection acquisition timeout"),
+      now);
   auto snapshot = std::make_shared<const PoolStatistics>(statistics_locked(now));
   lock.unlock();
   throw AcquireTimeout(now - started, std::move(snapshot), std::move(database_error));
@@ -519,11 +517,12 @@ void PoolCore::fill_leak_snapshot_locked(PoolStatistics& s, Clock::time_point no
   if (s.leak_sites.size() > kMaxLeakSitesReported) s.leak_sites.resize(kMaxLeakSitesReported);
 }
 
-void PoolCore::record_error_locked(ErrorType type, const std::string& message,
+void PoolCore::record_error_locked(ErrorType type, const std::optional<std::string>& message,
                                    Clock::time_point now) {
   ++errors_[static_cast<std::size_t>(type)];
   window_.record_error(now);
-  last_error_ = message;
+  if (!message) return;  // counted; the last error stays the cause
+  last_error_ = *message;
   last_error_wall_ = clock_->wall_now();
 }
 
@@ -856,7 +855,7 @@ PoolState PoolCore::evaluate_state_locked(const PoolStatistics& load) const {
   return PoolState::kUnhealthy;
 }
 
-HealthThresholds PoolCore::health_thresholds() const {
+HealthThresholds PoolCore::health_thresholds() const noexcept {
   return HealthThresholds{config_.healthy_headroom, config_.degraded_headroom,
                           to_ms(config_.degraded_wait_threshold)};
 }
@@ -1127,26 +1126,24 @@ void PoolCore::remove_observer(const PoolObserver* observer) {
   }
 }
 
-void PoolCore::notify_acquired_observers(nanoseconds waited) noexcept {
+template <class Event>
+void PoolCore::for_each_observer(Event event) noexcept {
   const std::size_t count = observer_count_.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i) {
-    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) o->on_acquired(waited);
+    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) event(*o);
   }
+}
+
+void PoolCore::notify_acquired_observers(nanoseconds waited) noexcept {
+  for_each_observer([&](PoolObserver& o) { o.on_acquired(waited); });
 }
 
 void PoolCore::notify_released_observers(nanoseconds held) noexcept {
-  const std::size_t count = observer_count_.load(std::memory_order_acquire);
-  for (std::size_t i = 0; i < count; ++i) {
-    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire)) o->on_released(held);
-  }
+  for_each_observer([&](PoolObserver& o) { o.on_released(held); });
 }
 
 void PoolCore::notify_created_observers(nanoseconds took) noexcept {
-  const std::size_t count = observer_count_.load(std::memory_order_acquire);
-  for (std::size_t i = 0; i < count; ++i) {
-    if (PoolObserver* o = observers_[i].load(std::memory_order_acquire))
-      o->on_connection_created(took);
-  }
+  for_each_observer([&](PoolObserver& o) { o.on_connection_created(took); });
 }
 
 }  // namespace detail
@@ -1199,11 +1196,6 @@ Pool::DrainResult Pool::drain() {
   return DrainResult{closed_idle, replaced_later};
 }
 const PoolConfig& Pool::config() const noexcept { return core_->config(); }
-HealthThresholds Pool::health_thresholds() const noexcept {
-  const auto& config = core_->config();
-  return HealthThresholds{
-      config.healthy_headroom, config.degraded_headroom,
-      std::chrono::duration<double, std::milli>(config.degraded_wait_threshold).count()};
-}
+HealthThresholds Pool::health_thresholds() const noexcept { return core_->health_thresholds(); }
 
 }  // namespace poolscope

@@ -92,6 +92,8 @@ class PoolCore {
   void add_observer(std::shared_ptr<PoolObserver> observer);
   void remove_observer(const PoolObserver* observer);
   const PoolConfig& config() const noexcept { return config_; }
+  /// Health thresholds from the configuration.
+  HealthThresholds health_thresholds() const noexcept;
   void set_max_size(std::size_t max_size);
   void set_min_size(std::size_t min_size);
   std::pair<std::size_t, std::size_t> drain();  // closed idle, lent out to replace later
@@ -149,12 +151,12 @@ class PoolCore {
   bool recovering_locked() const POOLSCOPE_REQUIRES(mutex_) {
     return slots_.empty() && consecutive_failures_ > 0;
   }
-  void record_error_locked(ErrorType type, const std::string& message, Clock::time_point now)
-      POOLSCOPE_REQUIRES(mutex_);
+  /// Counts an error of `type`; a `message` also becomes the last error.
+  void record_error_locked(ErrorType type, const std::optional<std::string>& message,
+                           Clock::time_point now) POOLSCOPE_REQUIRES(mutex_);
   PoolStatistics statistics_locked(Clock::time_point now) const POOLSCOPE_REQUIRES(mutex_);
   /// The state `load` (counters of a snapshot taken under the lock) implies.
   PoolState evaluate_state_locked(const PoolStatistics& load) const POOLSCOPE_REQUIRES(mutex_);
-  HealthThresholds health_thresholds() const;
   // Moves the state and returns the log line to write once the lock is gone.
   std::optional<std::pair<PoolState, PoolState>> update_state_locked(Clock::time_point now)
       POOLSCOPE_REQUIRES(mutex_);
@@ -184,6 +186,8 @@ class PoolCore {
   void notify_acquired_observers(std::chrono::nanoseconds waited) noexcept;
   void notify_released_observers(std::chrono::nanoseconds held) noexcept;
   void notify_created_observers(std::chrono::nanoseconds took) noexcept;
+  template <class Event>
+  void for_each_observer(Event event) noexcept;
   static void log_transition(const std::string& pool, PoolState from, PoolState to);
   static void close_all(std::vector<std::unique_ptr<Slot>>& slots) noexcept;
 
