@@ -16,8 +16,6 @@
 
 namespace poolscope::exporter {
 
-using namespace std::chrono_literals;
-
 /// The exporter's HTTP/1.1 server: every request, on every path and every
 /// listening address, goes to one handler.
 ///
@@ -60,15 +58,15 @@ class HttpServer {
     std::size_t max_header_fields = 64;
     /// Time a client has from connecting (or from the previous response) to
     /// the end of its request headers, TLS handshake included.
-    std::chrono::milliseconds header_timeout = 5s;
+    std::chrono::milliseconds header_timeout = std::chrono::seconds{5};
     /// Time a client has to send a request body once its headers are in.
-    std::chrono::milliseconds request_timeout = 10s;
+    std::chrono::milliseconds request_timeout = std::chrono::seconds{10};
     /// Longest silence between requests on a kept-alive connection.
-    std::chrono::milliseconds keep_alive_timeout = 2s;
+    std::chrono::milliseconds keep_alive_timeout = std::chrono::seconds{2};
     /// Open connections at most; see the class comment for what happens then.
     std::size_t max_connections = 4096;
     /// How long stop() lets requests in progress finish before closing them.
-    std::chrono::milliseconds drain_timeout = 5s;
+    std::chrono::milliseconds drain_timeout = std::chrono::seconds{5};
     /// Serve HTTPS instead of HTTP on every address.
     std::optional<TlsServerSettings> tls;
   };
