@@ -361,6 +361,26 @@ std::string with_database_password(const std::string& conninfo, const std::strin
   return result + "password=" + quote_conninfo_value(password);
 }
 
+std::string settings_table_markdown() {
+  // A '|' inside a cell would end it.
+  const auto cell = [](std::string_view text) {
+    std::string escaped;
+    for (const char c : text) escaped += c == '|' ? std::string("\\|") : std::string(1, c);
+    return escaped;
+  };
+  std::string table = "| variable | flag | default | meaning |\n| --- | --- | --- | --- |\n";
+  const auto row = [&](const auto& setting, const std::string& default_text) {
+    table += fmt::format("| `{}` | `{}` | {} | {} |\n", setting.env, setting.flag,
+                         cell(default_text), cell(setting.help));
+  };
+  for (const PoolSetting& setting : pool_settings()) row(setting, setting.default_text());
+  const ExporterOptions defaults;
+  for (const ExporterSetting& setting : kExporterSettings) {
+    row(setting, setting.format_default(defaults));
+  }
+  return table;
+}
+
 std::string version_text() {
   return fmt::format("poolscope-exporter {} (Boost.Beast {}.{}, libpq {})", POOLSCOPE_VERSION,
                      BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, PQlibVersion());
@@ -497,6 +517,11 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                                      "(default: 10ms)")
                           ->type_name("DURATION")
                           ->group("Synthetic load");
+  bool print_settings_table = false;
+  app.add_flag("--print-settings-table", print_settings_table,
+               "print every setting that has an environment variable as a Markdown table "
+               "(README.md's configuration table) and exit")
+      ->group("Operations artefacts");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
 
@@ -513,6 +538,11 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   if (show_version) {
     options.action = ExporterOptions::Action::kPrintVersion;
     options.text = version_text() + "\n";
+    return options;
+  }
+  if (print_settings_table) {
+    options.action = ExporterOptions::Action::kPrintSettingsTable;
+    options.text = settings_table_markdown();
     return options;
   }
   const int prints = int{print_rules} + int{print_alertmanager} + int{print_dashboard};

@@ -355,6 +355,20 @@ TEST(ExporterOptions, HelpAndVersionNeedNoDatabase) {
   EXPECT_THAT(version.text, HasSubstr("poolscope-exporter"));
 }
 
+TEST(ExporterOptions, PrintSettingsTableListsEverySettingWithItsDefaultAndNeedsNoDatabase) {
+  Fixture fixture;
+  fixture.environment.clear();
+  const ExporterOptions printed = fixture.parse({"--print-settings-table"});
+  EXPECT_EQ(printed.action, ExporterOptions::Action::kPrintSettingsTable);
+  EXPECT_EQ(printed.text, settings_table_markdown());
+  EXPECT_TRUE(printed.text.starts_with("| variable | flag | default | meaning |\n"));
+  for (const PoolSetting& setting : pool_settings()) {
+    EXPECT_THAT(printed.text, HasSubstr(fmt::format("| `{}` | `{}` | {} | ", setting.env,
+                                                    setting.flag, setting.default_text())));
+  }
+  EXPECT_THAT(printed.text, HasSubstr("| `SERVER_VIEW_TIMEOUT` | `--server-view.timeout` | 2s |"));
+}
+
 TEST(ExporterOptions, PrintFlagsSelectTheEmbeddedArtefact) {
   Fixture fixture;
   fixture.environment.clear();
