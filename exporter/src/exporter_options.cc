@@ -30,6 +30,16 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Which of `names` `parse` reads as `value`: how a default is spelled.
+template <typename Value>
+std::string spelling(Value value, Value (*parse)(const std::string&, const std::string&),
+                     std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    if (parse(name, name) == value) return name;
+  }
+  return "";
+}
+
 // An exporter setting that, like the pool's, has a flag and a variable.
 struct ExporterSetting {
   std::string_view flag;
@@ -49,8 +59,8 @@ const ExporterSetting kExporterSettings[] = {
      [](std::string_view text, const std::string& source, ExporterOptions& options) {
        options.log_format = parse_log_format(std::string(text), source);
      },
-     [](const ExporterOptions& defaults) -> std::string {
-       return defaults.log_format == LogFormat::kJson ? "json" : "text";
+     [](const ExporterOptions& defaults) {
+       return spelling(defaults.log_format, parse_log_format, {"json", "text"});
      }},
     {"--metrics.naming", "METRICS_NAMING", "NAMING", "Web",
      "names of the pool metrics: guide (codebase_mcp_pool_...), otel (OpenTelemetry "
@@ -58,16 +68,8 @@ const ExporterSetting kExporterSettings[] = {
      [](std::string_view text, const std::string& source, ExporterOptions& options) {
        options.metrics_naming = parse_metrics_naming(std::string(text), source);
      },
-     [](const ExporterOptions& defaults) -> std::string {
-       switch (defaults.metrics_naming) {
-         case MetricsNaming::kGuide:
-           return "guide";
-         case MetricsNaming::kOtel:
-           return "otel";
-         case MetricsNaming::kBoth:
-           return "both";
-       }
-       return "guide";
+     [](const ExporterOptions& defaults) {
+       return spelling(defaults.metrics_naming, parse_metrics_naming, {"guide", "otel", "both"});
      }},
     {"--server-view.interval", "SERVER_VIEW_INTERVAL", "DURATION", "Server view",
      "how often the exporter reads the pool's sessions and the server's connection limits from "
