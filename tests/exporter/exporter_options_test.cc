@@ -167,7 +167,7 @@ TEST(ExporterOptions, HelpShowsEveryPoolSettingWithItsVariableAndDefault) {
   EXPECT_THAT(help, HasSubstr("(env LOG_FORMAT; default: json)"));
 }
 
-TEST(ExporterOptions, EveryMirroredFlagRejectsGarbage) {
+TEST(ExporterOptions, EveryValueFlagRejectsGarbage) {
   for (const char* flag : {"--pool.min-size",
                            "--pool.max-size",
                            "--pool.acquire-timeout",

@@ -177,30 +177,36 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
             "characters");
 }
 
+// What validate() throws for `config`, which must be invalid.
+ConfigError validation_error(const PoolConfig& config) {
+  try {
+    config.validate();
+  } catch (const ConfigError& error) {
+    return error;
+  }
+  ADD_FAILURE() << "the configuration validated";
+  return ConfigError("", "", "");
+}
+
 TEST(PoolConfig, ACodeBuiltConfigErrorNamesTheField) {
   PoolConfig config;
   config.max_size = 0;
-  try {
-    config.validate();
-    FAIL() << "accepted max_size 0";
-  } catch (const ConfigError& error) {
-    EXPECT_EQ(error.field(), "max_size");
-    EXPECT_EQ(error.variable(), "max_size");
-    EXPECT_STREQ(error.what(), "invalid max_size='0': expected a whole number from 1 to 10000");
-  }
+  const ConfigError too_small = validation_error(config);
+  EXPECT_EQ(too_small.field(), "max_size");
+  EXPECT_EQ(too_small.variable(), "max_size");
+  EXPECT_STREQ(too_small.what(), "invalid max_size='0': expected a whole number from 1 to 10000");
+
   config.max_size = 3;
   config.min_size = 5;
-  EXPECT_THROW(
-      {
-        try {
-          config.validate();
-        } catch (const ConfigError& error) {
-          EXPECT_EQ(error.field(), "min_size");
-          EXPECT_STREQ(error.what(), "invalid min_size='5': must not exceed max_size (3)");
-          throw;
-        }
-      },
-      ConfigError);
+  const ConfigError crossed = validation_error(config);
+  EXPECT_EQ(crossed.field(), "min_size");
+  EXPECT_STREQ(crossed.what(), "invalid min_size='5': must not exceed max_size (3)");
+
+  config = PoolConfig{};
+  config.degraded_headroom = 0.9;
+  EXPECT_STREQ(validation_error(config).what(),
+               "invalid degraded_headroom='0.9': expected a fraction from 0 to healthy_headroom "
+               "(0.8)");
 }
 
 TEST(PoolConfig, AnEnvironmentErrorNamesTheVariableAndKnowsTheField) {
