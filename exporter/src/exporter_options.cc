@@ -542,16 +542,17 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     options.text = version_text() + "\n";
     return options;
   }
+  const int prints =
+      int{print_rules} + int{print_alertmanager} + int{print_dashboard} + int{print_settings_table};
+  if (prints > 1) {
+    throw UsageError(
+        "--print-rules, --print-alertmanager-config, --print-dashboard and "
+        "--print-settings-table exclude each other; give one");
+  }
   if (print_settings_table) {
     options.action = ExporterOptions::Action::kPrintSettingsTable;
     options.text = settings_table_markdown();
     return options;
-  }
-  const int prints = int{print_rules} + int{print_alertmanager} + int{print_dashboard};
-  if (prints > 1) {
-    throw UsageError(
-        "--print-rules, --print-alertmanager-config and --print-dashboard "
-        "exclude each other; give one");
   }
   if (prints == 1) {
     options.action = ExporterOptions::Action::kPrintAsset;

@@ -367,6 +367,8 @@ TEST(ExporterOptions, PrintSettingsTableListsEverySettingWithItsDefaultAndNeedsN
                                                     setting.flag, setting.default_text())));
   }
   EXPECT_THAT(printed.text, HasSubstr("| `SERVER_VIEW_TIMEOUT` | `--server-view.timeout` | 2s |"));
+  EXPECT_THAT(fixture.error({"--print-settings-table", "--print-rules"}),
+              HasSubstr("exclude each other"));
 }
 
 TEST(ExporterOptions, PrintFlagsSelectTheEmbeddedArtefact) {
