@@ -22,6 +22,7 @@
 
 #include "exporter_error.h"
 #include "poolscope/error.h"
+#include "poolscope/pool_setting.h"
 #include "poolscope/version.h"
 
 namespace poolscope::exporter {
@@ -29,147 +30,102 @@ namespace {
 
 using namespace std::chrono_literals;
 
-enum class Kind {
-  kText,
-  kSize,
-  kDuration,
-  kDurationList,
-  kWindow,
-  kBool,
-  kFraction,
-  kLogLevel,
-  kQueuePolicy
-};
-
-// A flag that mirrors one of PoolConfig::from_env()'s variables.
-struct MirroredFlag {
-  const char* flag;
-  const char* variable;
-  Kind kind;
-  const char* help;
-};
-
-const MirroredFlag kMirroredFlags[] = {
-    {"--database.url", "DATABASE_URL", Kind::kText,
-     "PostgreSQL URI or key=value string. Prefer the variable: flags are visible in ps"},
-    {"--pool.name", "POOL_NAME", Kind::kText, "value of the pool label (default: default)"},
-    {"--pool.application-name", "POOL_APPLICATION_NAME", Kind::kText,
-     "application_name of every pool connection, as pg_stat_activity shows it (default: the "
-     "URL's application_name, else poolscope)"},
-    {"--pool.min-size", "POOL_MIN_SIZE", Kind::kSize, "connections kept open (default: 2)"},
-    {"--pool.max-size", "POOL_MAX_SIZE", Kind::kSize, "most connections open (default: 10)"},
-    {"--pool.acquire-timeout", "POOL_ACQUIRE_TIMEOUT", Kind::kDuration,
-     "how long acquire() waits (default: 30s)"},
-    {"--pool.init-timeout", "POOL_INIT_TIMEOUT", Kind::kDuration,
-     "time to open min-size connections at start (default: 2s)"},
-    {"--pool.max-connection-lifetime", "POOL_MAX_CONNECTION_LIFETIME", Kind::kDuration,
-     "recycle connections older than this (default: 1h)"},
-    {"--pool.max-idle-time", "POOL_MAX_IDLE_TIME", Kind::kDuration,
-     "close idle connections above min-size after this (default: 5m)"},
-    {"--pool.command-timeout", "POOL_COMMAND_TIMEOUT", Kind::kDuration,
-     "statement_timeout of every connection, 0 = none (default: 60s)"},
-    {"--pool.enable-leak-detection", "POOL_ENABLE_LEAK_DETECTION", Kind::kBool,
-     "warn about connections held too long (default: true)"},
-    {"--pool.leak-detection-timeout", "POOL_LEAK_DETECTION_TIMEOUT", Kind::kDuration,
-     "held longer than this counts as a leak (default: 30s)"},
-    {"--pool.shutdown-timeout", "POOL_SHUTDOWN_TIMEOUT", Kind::kDuration,
-     "graceful shutdown wait for active connections (default: 30s)"},
-    {"--pool.validation-idle-threshold", "POOL_VALIDATION_IDLE_THRESHOLD", Kind::kDuration,
-     "validate connections idle longer than this before hand-out (default: 1s)"},
-    {"--pool.probe-idle-threshold", "POOL_PROBE_IDLE_THRESHOLD", Kind::kDuration,
-     "poll the socket of connections idle longer than this before hand-out, 0 = always "
-     "(default: 1ms)"},
-    {"--pool.queue-policy", "POOL_QUEUE_POLICY", Kind::kQueuePolicy,
-     "barging: a free connection goes to whoever asks first while the longest waiter has "
-     "waited less than --pool.barging-wait-bound; fifo: always to the longest waiter "
-     "(default: barging)"},
-    {"--pool.barging-wait-bound", "POOL_BARGING_WAIT_BOUND", Kind::kDuration,
-     "under barging, how long the longest waiter may wait before free connections go to "
-     "waiters in arrival order (default: 1ms)"},
-    {"--pool.health-check-interval", "POOL_HEALTH_CHECK_INTERVAL", Kind::kDuration,
-     "background validation period (default: 5s)"},
-    {"--pool.degraded-wait-threshold", "POOL_DEGRADED_WAIT_THRESHOLD", Kind::kDuration,
-     "a wait longer than this within the health window makes the pool degraded "
-     "(default: 100ms)"},
-    {"--pool.health-window", "POOL_HEALTH_WINDOW", Kind::kWindow,
-     "window of recent errors and peaks for health, whole seconds (default: 60s)"},
-    {"--pool.reconnect-backoff", "POOL_RECONNECT_BACKOFF", Kind::kDurationList,
-     "reconnection delays, the last repeats (default: 1s,2s,4s,8s,16s)"},
-    {"--pool.healthy-headroom", "POOL_HEALTHY_HEADROOM", Kind::kFraction,
-     "headroom (max-active)/max at or above which the pool is healthy (default: 0.8)"},
-    {"--pool.degraded-headroom", "POOL_DEGRADED_HEADROOM", Kind::kFraction,
-     "headroom below which the pool is unhealthy (default: 0.5)"},
-    {"--log.level", "LOG_LEVEL", Kind::kLogLevel,
-     "DEBUG, INFO, WARNING, ERROR or CRITICAL (default: INFO)"},
-};
-
-const char* type_name(Kind kind) {
-  switch (kind) {
-    case Kind::kText:
-      return "TEXT";
-    case Kind::kSize:
-      return "N";
-    case Kind::kDuration:
-    case Kind::kWindow:
-      return "DURATION";
-    case Kind::kDurationList:
-      return "DURATIONS";
-    case Kind::kBool:
-      return "BOOL";
-    case Kind::kFraction:
-      return "FRACTION";
-    case Kind::kLogLevel:
-      return "LEVEL";
-    case Kind::kQueuePolicy:
-      return "POLICY";
+// Which of `names` `parse` reads as `value`: how a default is spelled.
+template <typename Value>
+std::string spelling(Value value, Value (*parse)(const std::string&, const std::string&),
+                     std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    if (parse(name, name) == value) return name;
   }
-  return "TEXT";
+  return "";
 }
 
-// Checks a flag's value with the flag's name in the error, so that a bad
-// flag is reported as the flag rather than as the variable it feeds.
-void check_flag_value(Kind kind, const std::string& value, const std::string& flag) {
-  switch (kind) {
-    case Kind::kText:
-      return;
-    case Kind::kSize:
-      parse_size(value, flag);
-      return;
-    case Kind::kDuration:
-      parse_duration(value, flag);
-      return;
-    case Kind::kDurationList:
-      parse_duration_list(value, flag);
-      return;
-    case Kind::kWindow:
-      parse_window(value, flag);
-      return;
-    case Kind::kBool:
-      parse_bool(value, flag);
-      return;
-    case Kind::kLogLevel:
-      parse_log_level(value, flag);
-      return;
-    case Kind::kQueuePolicy:
-      parse_queue_policy(value, flag);
-      return;
-    case Kind::kFraction:
-      parse_fraction(value, flag);
-      return;
+// An exporter setting that, like the pool's, has a flag and a variable.
+struct ExporterSetting {
+  std::string_view flag;
+  std::string_view env;
+  std::string_view value_name;
+  std::string_view group;
+  std::string_view help;
+  /// Parses `text` from `source` into `options`; throws ConfigError naming `source`.
+  void (*parse)(std::string_view text, const std::string& source, ExporterOptions& options);
+  /// The default, from a default-constructed ExporterOptions.
+  std::string (*format_default)(const ExporterOptions& defaults);
+};
+
+const ExporterSetting kExporterSettings[] = {
+    {"--log.format", "LOG_FORMAT", "FORMAT", "Logging",
+     "json (one {timestamp, level, component, message, context} object per line) or text",
+     [](std::string_view text, const std::string& source, ExporterOptions& options) {
+       options.log_format = parse_log_format(std::string(text), source);
+     },
+     [](const ExporterOptions& defaults) {
+       return spelling(defaults.log_format, parse_log_format, {"json", "text"});
+     }},
+    {"--metrics.naming", "METRICS_NAMING", "NAMING", "Web",
+     "names of the pool metrics: guide (codebase_mcp_pool_...), otel (OpenTelemetry "
+     "db_client_connection_...) or both",
+     [](std::string_view text, const std::string& source, ExporterOptions& options) {
+       options.metrics_naming = parse_metrics_naming(std::string(text), source);
+     },
+     [](const ExporterOptions& defaults) {
+       return spelling(defaults.metrics_naming, parse_metrics_naming, {"guide", "otel", "both"});
+     }},
+    {"--server-view.interval", "SERVER_VIEW_INTERVAL", "DURATION", "Server view",
+     "how often the exporter reads the pool's sessions and the server's connection limits from "
+     "pg_stat_activity; 0 turns the server view off",
+     [](std::string_view text, const std::string& source, ExporterOptions& options) {
+       options.server_view_interval = parse_duration(text, source);
+       if (options.server_view_interval > 0ms && options.server_view_interval < 1s) {
+         throw ConfigError(source, std::string(text), "expected 0 (off) or at least 1s, e.g. 30s");
+       }
+     },
+     [](const ExporterOptions& defaults) {
+       return format_duration(defaults.server_view_interval);
+     }},
+    {"--server-view.timeout", "SERVER_VIEW_TIMEOUT", "DURATION", "Server view",
+     "statement_timeout of the server view's query",
+     [](std::string_view text, const std::string& source, ExporterOptions& options) {
+       options.server_view_timeout = parse_duration(text, source);
+       if (options.server_view_timeout < 1ms || options.server_view_timeout > 60s) {
+         throw ConfigError(source, std::string(text), "expected from 1ms to 60s, e.g. 2s");
+       }
+     },
+     [](const ExporterOptions& defaults) { return format_duration(defaults.server_view_timeout); }},
+};
+
+// A flag backed by an environment variable, as given on the command line.
+struct FlagWithVariable {
+  std::string_view flag;
+  std::string_view env;
+  CLI::Option* option = nullptr;
+  std::string value;
+
+  // The flag's value if given, else the variable's; named by whichever gave it.
+  std::optional<SettingText> given(const EnvironmentLookup& getenv) const {
+    if (option->count() > 0) return SettingText{value, std::string(flag)};
+    if (auto text = getenv(std::string(env)))
+      return SettingText{std::move(*text), std::string(env)};
+    return std::nullopt;
   }
+};
+
+// Adds `setting` (a PoolSetting or ExporterSetting) as a flag whose help names
+// its variable and default.
+template <typename Setting>
+void add_flag_with_variable(CLI::App& app, const Setting& setting, std::string_view group,
+                            const std::string& default_text, FlagWithVariable& target) {
+  target.flag = setting.flag;
+  target.env = setting.env;
+  target.option = app.add_option(std::string(setting.flag), target.value,
+                                 fmt::format("{} (env {}; default: {})", setting.help, setting.env,
+                                             default_text))
+                      ->type_name(std::string(setting.value_name))
+                      ->group(std::string(group));
 }
 
-// "invalid POOL_MIN_SIZE='5': …" -> "invalid --pool.min-size='5': …" when the
-// value came from that flag.
-UsageError rename_variable(const ConfigError& error,
-                           const std::map<std::string, std::string>& flag_for_variable) {
-  const std::string message = error.what();
-  const auto flag = flag_for_variable.find(error.variable());
-  const std::string prefix = "invalid " + error.variable() + "=";
-  if (flag != flag_for_variable.end() && message.starts_with(prefix)) {
-    return UsageError("invalid " + flag->second + "=" + message.substr(prefix.size()));
-  }
-  return UsageError(message);
+std::string_view pool_flag_group(const PoolSetting& setting) {
+  return setting.flag.starts_with("--log.") ? "Logging" : "Pool";
 }
 
 std::string require_one_line(std::string text) {
@@ -407,6 +363,26 @@ std::string with_database_password(const std::string& conninfo, const std::strin
   return result + "password=" + quote_conninfo_value(password);
 }
 
+std::string settings_table_markdown() {
+  // A '|' inside a cell would end it.
+  const auto cell = [](std::string_view text) {
+    std::string escaped;
+    for (const char c : text) escaped += c == '|' ? std::string("\\|") : std::string(1, c);
+    return escaped;
+  };
+  std::string table = "| variable | flag | default | meaning |\n| --- | --- | --- | --- |\n";
+  const auto row = [&](const auto& setting, const std::string& default_text) {
+    table += fmt::format("| `{}` | `{}` | {} | {} |\n", setting.env, setting.flag,
+                         cell(default_text), cell(setting.help));
+  };
+  for (const PoolSetting& setting : pool_settings()) row(setting, setting.default_text());
+  const ExporterOptions defaults;
+  for (const ExporterSetting& setting : kExporterSettings) {
+    row(setting, setting.format_default(defaults));
+  }
+  return table;
+}
+
 std::string version_text() {
   return fmt::format("poolscope-exporter {} (Boost.Beast {}.{}, libpq {})", POOLSCOPE_VERSION,
                      BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, PQlibVersion());
@@ -425,24 +401,17 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   // last value (wrappers can append overrides to a base command line).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
-  std::vector<std::string> mirrored_values(std::size(kMirroredFlags));
-  std::vector<CLI::Option*> mirrored_options;
-  for (std::size_t i = 0; i < std::size(kMirroredFlags); ++i) {
-    const MirroredFlag& flag = kMirroredFlags[i];
-    mirrored_options.push_back(
-        app.add_option(flag.flag, mirrored_values[i],
-                       fmt::format("{} (env {})", flag.help, flag.variable))
-            ->type_name(flag.kind == Kind::kText &&
-                                flag.variable == std::string_view("DATABASE_URL")
-                            ? "URL"
-                            : type_name(flag.kind))
-            ->group(std::string_view(flag.flag).starts_with("--log") ? "Logging" : "Pool"));
+  // Keyed by flag; map nodes stay put, so CLI11 can keep pointers to the values.
+  std::map<std::string_view, FlagWithVariable> pool_flags, exporter_flags;
+  for (const PoolSetting& setting : pool_settings()) {
+    add_flag_with_variable(app, setting, pool_flag_group(setting), setting.default_text(),
+                           pool_flags[setting.flag]);
   }
-  std::string log_format;
-  auto* log_format_option =
-      app.add_option("--log.format", log_format, "json or text (env LOG_FORMAT; default: json)")
-          ->type_name("FORMAT")
-          ->group("Logging");
+  const ExporterOptions defaults;
+  for (const ExporterSetting& setting : kExporterSettings) {
+    add_flag_with_variable(app, setting, setting.group, setting.format_default(defaults),
+                           exporter_flags[setting.flag]);
+  }
   std::vector<std::string> listen_addresses;
   app.add_option("--web.listen-address", listen_addresses,
                  "[address]:port to serve every endpoint on (127.0.0.1:9839, [::1]:9839); "
@@ -526,28 +495,6 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
           ->type_name("FILE")
           ->group("Pool");
 
-  std::string metrics_naming, server_view_interval, server_view_timeout;
-  auto* naming_option =
-      app.add_option("--metrics.naming", metrics_naming,
-                     "names of the pool metrics: guide (codebase_mcp_pool_…), otel "
-                     "(OpenTelemetry db_client_connection_…) or both (env METRICS_NAMING; "
-                     "default: guide)")
-          ->type_name("NAMING")
-          ->group("Web");
-  auto* view_interval_option =
-      app.add_option("--server-view.interval", server_view_interval,
-                     "how often the exporter reads the pool's sessions and the server's "
-                     "connection limits from pg_stat_activity, 0 = off (env "
-                     "SERVER_VIEW_INTERVAL; default: 30s)")
-          ->type_name("DURATION")
-          ->group("Server view");
-  auto* view_timeout_option =
-      app.add_option("--server-view.timeout", server_view_timeout,
-                     "statement_timeout of the server view's query (env SERVER_VIEW_TIMEOUT; "
-                     "default: 2s)")
-          ->type_name("DURATION")
-          ->group("Server view");
-
   bool print_rules = false, print_alertmanager = false, print_dashboard = false;
   app.add_flag("--print-rules", print_rules,
                "print the shipped Prometheus rules (rules/codebase-mcp-pool.yml) and exit")
@@ -572,6 +519,11 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                                      "(default: 10ms)")
                           ->type_name("DURATION")
                           ->group("Synthetic load");
+  bool print_settings_table = false;
+  app.add_flag("--print-settings-table", print_settings_table,
+               "print every setting that has an environment variable as a Markdown table "
+               "(README.md's configuration table) and exit")
+      ->group("Operations artefacts");
   bool show_version = false;
   app.add_flag("--version", show_version, "print the version and exit");
 
@@ -590,11 +542,17 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     options.text = version_text() + "\n";
     return options;
   }
-  const int prints = int{print_rules} + int{print_alertmanager} + int{print_dashboard};
+  const int prints =
+      int{print_rules} + int{print_alertmanager} + int{print_dashboard} + int{print_settings_table};
   if (prints > 1) {
     throw UsageError(
-        "--print-rules, --print-alertmanager-config and --print-dashboard "
-        "exclude each other; give one");
+        "--print-rules, --print-alertmanager-config, --print-dashboard and "
+        "--print-settings-table exclude each other; give one");
+  }
+  if (print_settings_table) {
+    options.action = ExporterOptions::Action::kPrintSettingsTable;
+    options.text = settings_table_markdown();
+    return options;
   }
   if (prints == 1) {
     options.action = ExporterOptions::Action::kPrintAsset;
@@ -604,32 +562,13 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
     return options;
   }
 
-  // Flags first (checked under their own names), then the environment.
-  std::map<std::string, std::string> flag_values;        // variable -> value
-  std::map<std::string, std::string> flag_for_variable;  // variable -> flag
   try {
-    for (std::size_t i = 0; i < std::size(kMirroredFlags); ++i) {
-      if (mirrored_options[i]->count() == 0) continue;
-      const MirroredFlag& flag = kMirroredFlags[i];
-      if (flag.kind != Kind::kText) check_flag_value(flag.kind, mirrored_values[i], flag.flag);
-      flag_values[flag.variable] = mirrored_values[i];
-      flag_for_variable[flag.variable] = flag.flag;
-    }
-    const auto lookup = [&](const std::string& variable) -> std::optional<std::string> {
-      if (const auto found = flag_values.find(variable); found != flag_values.end()) {
-        return found->second;
+    options.pool = read_pool_config(
+        [&](const PoolSetting& setting) { return pool_flags.at(setting.flag).given(getenv); });
+    for (const ExporterSetting& setting : kExporterSettings) {
+      if (auto given = exporter_flags.at(setting.flag).given(getenv)) {
+        setting.parse(given->text, given->source, options);
       }
-      return getenv(variable);
-    };
-    try {
-      options.pool = PoolConfig::from_env(lookup);
-    } catch (const ConfigError& error) {
-      throw rename_variable(error, flag_for_variable);
-    }
-    if (log_format_option->count() > 0) {
-      options.log_format = parse_log_format(log_format, "--log.format");
-    } else if (const auto variable = getenv("LOG_FORMAT")) {
-      options.log_format = parse_log_format(*variable, "LOG_FORMAT");
     }
     if (workers_option->count() > 0) {
       options.workload_workers = parse_size(workload_workers, "--workload.workers");
@@ -659,34 +598,6 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
         throw ConfigError("--mcp.max-concurrent-requests", mcp_max_concurrent, "expected 1 to 64");
       }
     }
-    // A flag wins over its variable; errors name whichever was used.
-    auto flag_or_env =
-        [&](CLI::Option* option, const std::string& flag_value, const char* flag,
-            const char* variable) -> std::optional<std::pair<std::string, std::string>> {
-      if (option->count() > 0) return std::pair<std::string, std::string>{flag_value, flag};
-      if (auto value = getenv(variable))
-        return std::pair<std::string, std::string>{*value, variable};
-      return std::nullopt;
-    };
-    if (auto naming =
-            flag_or_env(naming_option, metrics_naming, "--metrics.naming", "METRICS_NAMING")) {
-      options.metrics_naming = parse_metrics_naming(naming->first, naming->second);
-    }
-    if (auto interval = flag_or_env(view_interval_option, server_view_interval,
-                                    "--server-view.interval", "SERVER_VIEW_INTERVAL")) {
-      options.server_view_interval = parse_duration(interval->first, interval->second);
-      if (options.server_view_interval.count() > 0 && options.server_view_interval < 1s) {
-        throw ConfigError(interval->second, interval->first,
-                          "expected 0 (off) or at least 1s, e.g. 30s");
-      }
-    }
-    if (auto timeout = flag_or_env(view_timeout_option, server_view_timeout,
-                                   "--server-view.timeout", "SERVER_VIEW_TIMEOUT")) {
-      options.server_view_timeout = parse_duration(timeout->first, timeout->second);
-      if (options.server_view_timeout < 1ms || options.server_view_timeout > 60s) {
-        throw ConfigError(timeout->second, timeout->first, "expected from 1ms to 60s, e.g. 2s");
-      }
-    }
   } catch (const UsageError&) {
     throw;
   } catch (const ConfigError& error) {
@@ -699,7 +610,7 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
         "URI such as postgresql://user:password@host:5432/dbname");
   }
   const std::string url_source =
-      flag_for_variable.count("DATABASE_URL") != 0 ? "--database.url" : "DATABASE_URL";
+      pool_flags.at("--database.url").option->count() > 0 ? "--database.url" : "DATABASE_URL";
   check_database_url(options.pool.database_url, url_source);
   std::optional<std::string> password_path;
   std::string password_source = "--database.password-file";

@@ -30,13 +30,14 @@ inline constexpr std::string_view kDefaultRunbooksUrl =
 /// (a flag wins over its variable). A plain value.
 struct ExporterOptions {
   enum class Action {
-    kServe,         ///< run the exporter
-    kPrintHelp,     ///< print `text` (--help) and exit 0
-    kPrintVersion,  ///< print `text` (--version) and exit 0
-    kPrintAsset,    ///< print the embedded artefact `asset_path` and exit
+    kServe,               ///< run the exporter
+    kPrintHelp,           ///< print `text` (--help) and exit 0
+    kPrintVersion,        ///< print `text` (--version) and exit 0
+    kPrintAsset,          ///< print the embedded artefact `asset_path` and exit
+    kPrintSettingsTable,  ///< print `text` (--print-settings-table) and exit 0
   };
   Action action = Action::kServe;
-  std::string text;        ///< help or version text
+  std::string text;        ///< help, version or settings table text
   std::string asset_path;  ///< for kPrintAsset, e.g. "rules/codebase-mcp-pool.yml"
 
   PoolConfig pool;  ///< validated; database_url is set when action is kServe
@@ -90,6 +91,11 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
 /// conninfo cannot be parsed or already holds a password.
 std::string with_database_password(const std::string& conninfo, const std::string& password,
                                    const std::string& source);
+
+/// Every setting that has an environment variable (the pool's, then the
+/// exporter's own) as a Markdown table: variable, flag, default, meaning.
+/// README.md's configuration table is this text (--print-settings-table).
+std::string settings_table_markdown();
 
 /// The version line printed by --version.
 std::string version_text();

@@ -390,6 +390,7 @@ int main(int argc, char** argv) {
   switch (options.action) {
     case ExporterOptions::Action::kPrintHelp:
     case ExporterOptions::Action::kPrintVersion:
+    case ExporterOptions::Action::kPrintSettingsTable:
       std::fputs(options.text.c_str(), stdout);
       return EXIT_SUCCESS;
     case ExporterOptions::Action::kPrintAsset:

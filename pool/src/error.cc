@@ -6,10 +6,13 @@
 
 namespace poolscope {
 
-ConfigError::ConfigError(std::string variable, std::string value, const std::string& accepted)
+ConfigError::ConfigError(std::string variable, std::string value, std::string accepted,
+                         std::string field)
     : Error(fmt::format("invalid {}='{}': {}", variable, value, accepted)),
       variable_(std::move(variable)),
-      value_(std::move(value)) {}
+      value_(std::move(value)),
+      accepted_(std::move(accepted)),
+      field_(std::move(field)) {}
 
 namespace {
 std::string timeout_message(std::chrono::nanoseconds waited, const PoolStatistics& stats,

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "poolscope/error.h"
+#include "poolscope/pool_setting.h"
 
 namespace poolscope {
 
@@ -51,14 +52,6 @@ double unit_to_ms(std::string_view unit) {
   if (unit == "m") return 60'000.0;
   if (unit == "h") return 3'600'000.0;
   return -1.0;
-}
-
-std::chrono::milliseconds check_range(std::chrono::milliseconds value, const std::string& variable,
-                                      std::chrono::milliseconds min, const char* what) {
-  if (value < min) {
-    throw ConfigError(variable, fmt::format("{}ms", value.count()), what);
-  }
-  return value;
 }
 
 }  // namespace
@@ -112,6 +105,15 @@ std::chrono::milliseconds parse_duration(std::string_view text, const std::strin
     }
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(total_ms)));
+}
+
+std::string format_duration(std::chrono::milliseconds duration) {
+  const auto count = duration.count();
+  if (count == 0) return "0s";
+  if (duration % 1h == 0ms) return fmt::format("{}h", count / 3'600'000);
+  if (duration % 1min == 0ms) return fmt::format("{}m", count / 60'000);
+  if (duration % 1s == 0ms) return fmt::format("{}s", count / 1000);
+  return fmt::format("{}ms", count);
 }
 
 std::vector<std::chrono::milliseconds> parse_duration_list(std::string_view text,
@@ -232,114 +234,70 @@ std::string_view to_string(QueuePolicy policy) noexcept {
 }
 
 void PoolConfig::validate() const {
-  if (name.empty() || name.size() > 128) {
-    throw ConfigError("POOL_NAME", name, "expected 1 to 128 characters");
-  }
+  validate([](std::string_view field) { return std::string(field); });
+}
+
+void PoolConfig::validate(const FieldNamer& name_of) const {
+  const auto reject = [&](std::string_view field, std::string value, std::string accepted) {
+    throw ConfigError(name_of(field), std::move(value), std::move(accepted), std::string(field));
+  };
+  const auto at_least = [&](std::string_view field, std::chrono::milliseconds value,
+                            std::chrono::milliseconds min, const char* accepted) {
+    if (value < min) reject(field, fmt::format("{}ms", value.count()), accepted);
+  };
+  if (name.empty() || name.size() > 128) reject("name", name, "expected 1 to 128 characters");
   if (application_name.size() > 63 ||
       !std::all_of(application_name.begin(), application_name.end(),
                    [](unsigned char c) { return c >= 0x20 && c < 0x7f; })) {
-    throw ConfigError("POOL_APPLICATION_NAME", application_name,
-                      "expected at most 63 printable ASCII characters");
+    reject("application_name", application_name, "expected at most 63 printable ASCII characters");
   }
   if (max_size < 1 || max_size > kMaxPoolSize) {
-    throw ConfigError("POOL_MAX_SIZE", std::to_string(max_size),
-                      fmt::format("expected a whole number from 1 to {}", kMaxPoolSize));
+    reject("max_size", std::to_string(max_size),
+           fmt::format("expected a whole number from 1 to {}", kMaxPoolSize));
   }
   if (min_size > max_size) {
-    throw ConfigError("POOL_MIN_SIZE", std::to_string(min_size),
-                      fmt::format("must not exceed POOL_MAX_SIZE ({})", max_size));
+    reject("min_size", std::to_string(min_size),
+           fmt::format("must not exceed {} ({})", name_of("max_size"), max_size));
   }
   const auto positive = "must be greater than 0";
-  check_range(acquire_timeout, "POOL_ACQUIRE_TIMEOUT", 1ms, positive);
-  check_range(init_timeout, "POOL_INIT_TIMEOUT", 1ms, positive);
-  check_range(max_connection_lifetime, "POOL_MAX_CONNECTION_LIFETIME", 1ms, positive);
-  check_range(max_idle_time, "POOL_MAX_IDLE_TIME", 1ms, positive);
-  check_range(command_timeout, "POOL_COMMAND_TIMEOUT", 0ms, "must not be negative");
-  check_range(leak_detection_timeout, "POOL_LEAK_DETECTION_TIMEOUT", 1ms, positive);
-  check_range(shutdown_timeout, "POOL_SHUTDOWN_TIMEOUT", 0ms, "must not be negative");
-  check_range(validation_idle_threshold, "POOL_VALIDATION_IDLE_THRESHOLD", 0ms,
-              "must not be negative");
-  check_range(probe_idle_threshold, "POOL_PROBE_IDLE_THRESHOLD", 0ms, "must not be negative");
-  check_range(barging_wait_bound, "POOL_BARGING_WAIT_BOUND", 0ms, "must not be negative");
-  check_range(health_check_interval, "POOL_HEALTH_CHECK_INTERVAL", 10ms, "must be at least 10ms");
+  const auto not_negative = "must not be negative";
+  at_least("acquire_timeout", acquire_timeout, 1ms, positive);
+  at_least("init_timeout", init_timeout, 1ms, positive);
+  at_least("max_connection_lifetime", max_connection_lifetime, 1ms, positive);
+  at_least("max_idle_time", max_idle_time, 1ms, positive);
+  at_least("command_timeout", command_timeout, 0ms, not_negative);
+  at_least("leak_detection_timeout", leak_detection_timeout, 1ms, positive);
+  at_least("shutdown_timeout", shutdown_timeout, 0ms, not_negative);
+  at_least("validation_idle_threshold", validation_idle_threshold, 0ms, not_negative);
+  at_least("probe_idle_threshold", probe_idle_threshold, 0ms, not_negative);
+  at_least("barging_wait_bound", barging_wait_bound, 0ms, not_negative);
+  at_least("health_check_interval", health_check_interval, 10ms, "must be at least 10ms");
   if (!(healthy_headroom > 0.0 && healthy_headroom <= 1.0)) {
-    throw ConfigError("POOL_HEALTHY_HEADROOM", fmt::format("{}", healthy_headroom),
-                      "expected a fraction in (0, 1]");
+    reject("healthy_headroom", fmt::format("{}", healthy_headroom),
+           "expected a fraction in (0, 1]");
   }
   if (!(degraded_headroom >= 0.0 && degraded_headroom <= healthy_headroom)) {
-    throw ConfigError(
-        "POOL_DEGRADED_HEADROOM", fmt::format("{}", degraded_headroom),
-        fmt::format("expected a fraction from 0 to POOL_HEALTHY_HEADROOM ({})", healthy_headroom));
+    reject("degraded_headroom", fmt::format("{}", degraded_headroom),
+           fmt::format("expected a fraction from 0 to {} ({})", name_of("healthy_headroom"),
+                       healthy_headroom));
   }
-  check_range(degraded_wait_threshold, "POOL_DEGRADED_WAIT_THRESHOLD", 0ms, "must not be negative");
+  at_least("degraded_wait_threshold", degraded_wait_threshold, 0ms, not_negative);
   if (health_window < 1s || health_window > kMaxWindow) {
-    throw ConfigError("POOL_HEALTH_WINDOW", fmt::format("{}s", health_window.count()), kWindowHelp);
+    reject("health_window", fmt::format("{}s", health_window.count()), kWindowHelp);
   }
-  if (reconnect_backoff.empty()) {
-    throw ConfigError("POOL_RECONNECT_BACKOFF", "", "needs at least one delay");
-  }
+  if (reconnect_backoff.empty()) reject("reconnect_backoff", "", "needs at least one delay");
   for (const auto& delay : reconnect_backoff) {
-    check_range(delay, "POOL_RECONNECT_BACKOFF", 1ms, positive);
+    at_least("reconnect_backoff", delay, 1ms, positive);
   }
 }
 
 PoolConfig PoolConfig::from_env(
     const std::function<std::optional<std::string>(const std::string&)>& getenv) {
-  PoolConfig config;
-  auto with = [&](const std::string& variable, auto&& apply) {
-    if (auto value = getenv(variable)) apply(*value, variable);
-  };
-  auto duration = [](std::chrono::milliseconds& field) {
-    return [&field](const std::string& value, const std::string& variable) {
-      field = parse_duration(value, variable);
-    };
-  };
-  with("DATABASE_URL",
-       [&](const std::string& value, const std::string&) { config.database_url = value; });
-  with("POOL_NAME", [&](const std::string& value, const std::string&) { config.name = value; });
-  with("POOL_APPLICATION_NAME",
-       [&](const std::string& value, const std::string&) { config.application_name = value; });
-  with("POOL_MIN_SIZE", [&](const std::string& value, const std::string& variable) {
-    config.min_size = parse_size(value, variable);
+  return read_pool_config([&](const PoolSetting& setting) -> std::optional<SettingText> {
+    const std::string variable(setting.env);
+    if (auto value = getenv(variable)) return SettingText{std::move(*value), variable};
+    return std::nullopt;
   });
-  with("POOL_MAX_SIZE", [&](const std::string& value, const std::string& variable) {
-    config.max_size = parse_size(value, variable);
-  });
-  with("POOL_ACQUIRE_TIMEOUT", duration(config.acquire_timeout));
-  with("POOL_INIT_TIMEOUT", duration(config.init_timeout));
-  with("POOL_MAX_CONNECTION_LIFETIME", duration(config.max_connection_lifetime));
-  with("POOL_MAX_IDLE_TIME", duration(config.max_idle_time));
-  with("POOL_COMMAND_TIMEOUT", duration(config.command_timeout));
-  with("POOL_ENABLE_LEAK_DETECTION", [&](const std::string& value, const std::string& variable) {
-    config.enable_leak_detection = parse_bool(value, variable);
-  });
-  with("POOL_LEAK_DETECTION_TIMEOUT", duration(config.leak_detection_timeout));
-  with("POOL_SHUTDOWN_TIMEOUT", duration(config.shutdown_timeout));
-  with("POOL_VALIDATION_IDLE_THRESHOLD", duration(config.validation_idle_threshold));
-  with("POOL_PROBE_IDLE_THRESHOLD", duration(config.probe_idle_threshold));
-  with("POOL_QUEUE_POLICY", [&](const std::string& value, const std::string& variable) {
-    config.queue_policy = parse_queue_policy(value, variable);
-  });
-  with("POOL_BARGING_WAIT_BOUND", duration(config.barging_wait_bound));
-  with("POOL_HEALTH_CHECK_INTERVAL", duration(config.health_check_interval));
-  with("POOL_DEGRADED_WAIT_THRESHOLD", duration(config.degraded_wait_threshold));
-  with("POOL_HEALTH_WINDOW", [&](const std::string& value, const std::string& variable) {
-    config.health_window = parse_window(value, variable);
-  });
-  with("POOL_RECONNECT_BACKOFF", [&](const std::string& value, const std::string& variable) {
-    config.reconnect_backoff = parse_duration_list(value, variable);
-  });
-  with("POOL_HEALTHY_HEADROOM", [&](const std::string& value, const std::string& variable) {
-    config.healthy_headroom = parse_fraction(value, variable);
-  });
-  with("POOL_DEGRADED_HEADROOM", [&](const std::string& value, const std::string& variable) {
-    config.degraded_headroom = parse_fraction(value, variable);
-  });
-  with("LOG_LEVEL", [&](const std::string& value, const std::string& variable) {
-    config.log_level = parse_log_level(value, variable);
-  });
-  config.validate();
-  return config;
 }
 
 PoolConfig PoolConfig::from_env() {

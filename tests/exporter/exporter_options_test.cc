@@ -1,5 +1,6 @@
 #include "exporter_options.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "exporter_error.h"
+#include "poolscope/pool_setting.h"
 #include "redaction.h"
 
 namespace poolscope::exporter {
@@ -132,13 +134,40 @@ TEST(ExporterOptions, BadVariableNamesTheVariable) {
 }
 
 TEST(ExporterOptions, CrossFieldErrorsNameTheFlagThatWasGiven) {
-  EXPECT_THAT(Fixture{}.error({"--pool.min-size=20"}), HasSubstr("--pool.min-size"));
+  EXPECT_EQ(Fixture{}.error({"--pool.min-size=20"}),
+            "invalid --pool.min-size='20': must not exceed POOL_MAX_SIZE (10)");
   Fixture fixture;
   fixture.environment["POOL_MIN_SIZE"] = "5";
-  EXPECT_THAT(fixture.error({"--pool.max-size=3"}), HasSubstr("POOL_MIN_SIZE"));
+  EXPECT_EQ(fixture.error({"--pool.max-size=3"}),
+            "invalid POOL_MIN_SIZE='5': must not exceed --pool.max-size (3)");
 }
 
-TEST(ExporterOptions, EveryMirroredFlagRejectsGarbage) {
+TEST(ExporterOptions, AFlagErrorNamesTheFlagAndNotItsVariable) {
+  Fixture fixture;
+  fixture.environment["POOL_MAX_SIZE"] = "4";  // the flag wins, so the flag is named
+  EXPECT_EQ(fixture.error({"--pool.max-size=0"}),
+            "invalid --pool.max-size='0': expected a whole number from 1 to 10000");
+  EXPECT_EQ(fixture.error({"--pool.health-window=1500ms"}),
+            "invalid --pool.health-window='1500ms': expected whole seconds from 1s to 600s, "
+            "e.g. 60s");
+  fixture.environment["SERVER_VIEW_TIMEOUT"] = "2m";
+  EXPECT_EQ(fixture.error({}),
+            "invalid SERVER_VIEW_TIMEOUT='2m': expected from 1ms to 60s, e.g. 2s");
+}
+
+TEST(ExporterOptions, HelpShowsEveryPoolSettingWithItsVariableAndDefault) {
+  const std::string help = Fixture{}.parse({"--help"}).text;
+  for (const PoolSetting& setting : pool_settings()) {
+    EXPECT_THAT(help, HasSubstr(std::string(setting.flag) + " " + std::string(setting.value_name)));
+    EXPECT_THAT(help, HasSubstr(fmt::format("{} (env {}; default: {})", setting.help, setting.env,
+                                            setting.default_text())));
+  }
+  EXPECT_THAT(help, HasSubstr("(env POOL_MAX_SIZE; default: 10)"));
+  EXPECT_THAT(help, HasSubstr("(env SERVER_VIEW_INTERVAL; default: 30s)"));
+  EXPECT_THAT(help, HasSubstr("(env LOG_FORMAT; default: json)"));
+}
+
+TEST(ExporterOptions, EveryValueFlagRejectsGarbage) {
   for (const char* flag : {"--pool.min-size",
                            "--pool.max-size",
                            "--pool.acquire-timeout",
@@ -324,6 +353,22 @@ TEST(ExporterOptions, HelpAndVersionNeedNoDatabase) {
   const ExporterOptions version = fixture.parse({"--version"});
   EXPECT_EQ(version.action, ExporterOptions::Action::kPrintVersion);
   EXPECT_THAT(version.text, HasSubstr("poolscope-exporter"));
+}
+
+TEST(ExporterOptions, PrintSettingsTableListsEverySettingWithItsDefaultAndNeedsNoDatabase) {
+  Fixture fixture;
+  fixture.environment.clear();
+  const ExporterOptions printed = fixture.parse({"--print-settings-table"});
+  EXPECT_EQ(printed.action, ExporterOptions::Action::kPrintSettingsTable);
+  EXPECT_EQ(printed.text, settings_table_markdown());
+  EXPECT_TRUE(printed.text.starts_with("| variable | flag | default | meaning |\n"));
+  for (const PoolSetting& setting : pool_settings()) {
+    EXPECT_THAT(printed.text, HasSubstr(fmt::format("| `{}` | `{}` | {} | ", setting.env,
+                                                    setting.flag, setting.default_text())));
+  }
+  EXPECT_THAT(printed.text, HasSubstr("| `SERVER_VIEW_TIMEOUT` | `--server-view.timeout` | 2s |"));
+  EXPECT_THAT(fixture.error({"--print-settings-table", "--print-rules"}),
+              HasSubstr("exclude each other"));
 }
 
 TEST(ExporterOptions, PrintFlagsSelectTheEmbeddedArtefact) {

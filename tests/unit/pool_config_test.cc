@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "poolscope/connection.h"
 #include "poolscope/error.h"
+#include "poolscope/pool_setting.h"
 
 namespace poolscope {
 namespace {
@@ -173,6 +175,188 @@ TEST(PoolConfig, InvalidValuesFailWithOneClearMessage) {
   EXPECT_EQ(error_of({{"POOL_APPLICATION_NAME", "tab\there"}}),
             "invalid POOL_APPLICATION_NAME='tab\there': expected at most 63 printable ASCII "
             "characters");
+}
+
+// What validate() throws for `config`, which must be invalid.
+ConfigError validation_error(const PoolConfig& config) {
+  try {
+    config.validate();
+  } catch (const ConfigError& error) {
+    return error;
+  }
+  ADD_FAILURE() << "the configuration validated";
+  return ConfigError("", "", "");
+}
+
+TEST(PoolConfig, ACodeBuiltConfigErrorNamesTheField) {
+  PoolConfig config;
+  config.max_size = 0;
+  const ConfigError too_small = validation_error(config);
+  EXPECT_EQ(too_small.field(), "max_size");
+  EXPECT_EQ(too_small.variable(), "max_size");
+  EXPECT_STREQ(too_small.what(), "invalid max_size='0': expected a whole number from 1 to 10000");
+
+  config.max_size = 3;
+  config.min_size = 5;
+  const ConfigError crossed = validation_error(config);
+  EXPECT_EQ(crossed.field(), "min_size");
+  EXPECT_STREQ(crossed.what(), "invalid min_size='5': must not exceed max_size (3)");
+
+  config = PoolConfig{};
+  config.degraded_headroom = 0.9;
+  EXPECT_STREQ(validation_error(config).what(),
+               "invalid degraded_headroom='0.9': expected a fraction from 0 to healthy_headroom "
+               "(0.8)");
+}
+
+TEST(PoolConfig, AnEnvironmentErrorNamesTheVariableAndKnowsTheField) {
+  for (const auto& [env, field] :
+       std::map<std::string, std::string>{{"POOL_MAX_SIZE", "max_size"},
+                                          {"POOL_QUEUE_POLICY", "queue_policy"},
+                                          {"POOL_HEALTH_WINDOW", "health_window"},
+                                          {"POOL_HEALTHY_HEADROOM", "healthy_headroom"}}) {
+    try {
+      from({{env, "nonsense"}});
+      ADD_FAILURE() << env << " accepted nonsense";
+    } catch (const ConfigError& error) {
+      EXPECT_EQ(error.variable(), env);
+      EXPECT_EQ(error.field(), field);
+      EXPECT_EQ(error.value(), "nonsense");
+    }
+  }
+  // Rejected by validation rather than parsing: named the same way.
+  try {
+    from({{"POOL_MAX_SIZE", "0"}});
+    ADD_FAILURE() << "accepted POOL_MAX_SIZE=0";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(error.variable(), "POOL_MAX_SIZE");
+    EXPECT_EQ(error.field(), "max_size");
+  }
+}
+
+TEST(PoolConfig, AnInvalidDefaultIsNamedByItsVariable) {
+  // min_size keeps its default of 2, which a max_size of 1 makes invalid.
+  EXPECT_EQ(error_of({{"POOL_MAX_SIZE", "1"}}),
+            "invalid POOL_MIN_SIZE='2': must not exceed POOL_MAX_SIZE (1)");
+}
+
+TEST(PoolConfig, ErrorsNameWhereEachValueCameFrom) {
+  // As the exporter reads it: max_size from a flag, min_size from a variable.
+  const auto lookup = [](const PoolSetting& setting) -> std::optional<SettingText> {
+    if (setting.field == "max_size") return SettingText{"3", "--pool.max-size"};
+    if (setting.field == "min_size") return SettingText{"5", "POOL_MIN_SIZE"};
+    return std::nullopt;
+  };
+  try {
+    read_pool_config(lookup);
+    FAIL() << "accepted min 5 above max 3";
+  } catch (const ConfigError& error) {
+    EXPECT_STREQ(error.what(), "invalid POOL_MIN_SIZE='5': must not exceed --pool.max-size (3)");
+    EXPECT_EQ(error.field(), "min_size");
+  }
+  try {
+    read_pool_config([](const PoolSetting& setting) -> std::optional<SettingText> {
+      if (setting.field == "acquire_timeout") return SettingText{"soon", "--pool.acquire-timeout"};
+      return std::nullopt;
+    });
+    FAIL() << "accepted an acquire timeout of soon";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(error.variable(), "--pool.acquire-timeout");
+    EXPECT_EQ(error.field(), "acquire_timeout");
+    EXPECT_EQ(std::string(error.what()).rfind("invalid --pool.acquire-timeout='soon': expected", 0),
+              0u)
+        << error.what();
+  }
+}
+
+TEST(PoolSettings, EveryDefaultPrintsAsTextThatParsesBackToIt) {
+  const PoolConfig defaults;
+  for (const PoolSetting& setting : pool_settings()) {
+    const std::string text = setting.format(defaults);
+    if (text.empty()) {
+      EXPECT_FALSE(setting.empty_default.empty()) << setting.field << " has no default to show";
+      continue;
+    }
+    EXPECT_EQ(setting.default_text(), text) << setting.field;
+    PoolConfig parsed;
+    parsed.name = "changed";  // so that name is really parsed back
+    setting.apply(text, std::string(setting.env), parsed);
+    EXPECT_EQ(setting.format(parsed), text) << setting.field;
+  }
+  EXPECT_EQ(find_pool_setting("max_size")->default_text(), "10");
+  EXPECT_EQ(find_pool_setting("max_connection_lifetime")->default_text(), "1h");
+  EXPECT_EQ(find_pool_setting("max_idle_time")->default_text(), "5m");
+  EXPECT_EQ(find_pool_setting("probe_idle_threshold")->default_text(), "1ms");
+  EXPECT_EQ(find_pool_setting("reconnect_backoff")->default_text(), "1s,2s,4s,8s,16s");
+  EXPECT_EQ(find_pool_setting("healthy_headroom")->default_text(), "0.8");
+  EXPECT_EQ(find_pool_setting("queue_policy")->default_text(), "barging");
+  EXPECT_EQ(find_pool_setting("log_level")->default_text(), "INFO");
+  EXPECT_EQ(find_pool_setting("database_url")->default_text(), "none");
+}
+
+TEST(PoolSettings, NamesAreUniqueAndFollowOneScheme) {
+  std::set<std::string_view> fields, variables, flags;
+  for (const PoolSetting& setting : pool_settings()) {
+    EXPECT_TRUE(fields.insert(setting.field).second) << setting.field;
+    EXPECT_TRUE(variables.insert(setting.env).second) << setting.env;
+    EXPECT_TRUE(flags.insert(setting.flag).second) << setting.flag;
+    EXPECT_TRUE(setting.flag.starts_with("--")) << setting.flag;
+    EXPECT_FALSE(setting.help.empty()) << setting.field;
+    EXPECT_FALSE(setting.value_name.empty()) << setting.field;
+    EXPECT_EQ(find_pool_setting(setting.field), &setting);
+  }
+  EXPECT_EQ(find_pool_setting("no_such_field"), nullptr);
+}
+
+TEST(PoolSettings, FromEnvReadsEverySettingOfTheTable) {
+  // Each setting set to a valid value other than its default is read.
+  const std::map<std::string_view, std::string> values = {{"database_url", "postgresql://u@h/db"},
+                                                          {"name", "orders"},
+                                                          {"application_name", "orders-api"},
+                                                          {"min_size", "1"},
+                                                          {"max_size", "20"},
+                                                          {"acquire_timeout", "500ms"},
+                                                          {"init_timeout", "5s"},
+                                                          {"max_connection_lifetime", "2h"},
+                                                          {"max_idle_time", "2m"},
+                                                          {"command_timeout", "0s"},
+                                                          {"enable_leak_detection", "false"},
+                                                          {"leak_detection_timeout", "90s"},
+                                                          {"shutdown_timeout", "10s"},
+                                                          {"validation_idle_threshold", "3s"},
+                                                          {"probe_idle_threshold", "20ms"},
+                                                          {"queue_policy", "fifo"},
+                                                          {"barging_wait_bound", "5ms"},
+                                                          {"health_check_interval", "15s"},
+                                                          {"degraded_wait_threshold", "250ms"},
+                                                          {"health_window", "2m"},
+                                                          {"reconnect_backoff", "100ms,1s,5s"},
+                                                          {"healthy_headroom", "0.9"},
+                                                          {"degraded_headroom", "0.4"},
+                                                          {"log_level", "DEBUG"}};
+  std::map<std::string, std::string> env;
+  for (const PoolSetting& setting : pool_settings()) {
+    const auto value = values.find(setting.field);
+    ASSERT_NE(value, values.end()) << "no test value for " << setting.field;
+    env[std::string(setting.env)] = value->second;
+  }
+  const PoolConfig config = from(env);
+  const PoolConfig defaults;
+  for (const PoolSetting& setting : pool_settings()) {
+    EXPECT_EQ(setting.format(config), values.at(setting.field)) << setting.field;
+    EXPECT_NE(setting.format(config), setting.format(defaults)) << setting.field;
+  }
+}
+
+TEST(PoolConfig, DurationsPrintInTheLargestExactUnit) {
+  EXPECT_EQ(format_duration(0ms), "0s");
+  EXPECT_EQ(format_duration(1ms), "1ms");
+  EXPECT_EQ(format_duration(1500ms), "1500ms");
+  EXPECT_EQ(format_duration(30s), "30s");
+  EXPECT_EQ(format_duration(90s), "90s");
+  EXPECT_EQ(format_duration(120s), "2m");
+  EXPECT_EQ(format_duration(5400s), "90m");
+  EXPECT_EQ(format_duration(7200s), "2h");
 }
 
 TEST(PoolConfig, ApplicationNameIsEmptyByDefaultAndReadFromTheEnvironment) {

@@ -20,20 +20,30 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
-/// A configuration value is invalid. The message names the variable (or flag),
-/// the rejected value and what is accepted.
+/// A configuration value is invalid. The message names the value as the user
+/// gave it (the environment variable, the exporter flag, or for a PoolConfig
+/// built in code the field), the rejected value and what is accepted.
 class ConfigError : public Error {
  public:
-  ConfigError(std::string variable, std::string value, const std::string& accepted);
+  /// `field`: the PoolConfig field the value was for, "" when it was not one.
+  ConfigError(std::string variable, std::string value, std::string accepted,
+              std::string field = {});
 
-  /// The environment variable or field that was rejected, e.g. "POOL_MAX_SIZE".
+  /// The name the rejected value was given under: "POOL_MAX_SIZE",
+  /// "--pool.max-size", or "max_size" for a config built in code.
   const std::string& variable() const noexcept { return variable_; }
   /// The rejected value as given (never a password: DATABASE_URL errors redact it).
   const std::string& value() const noexcept { return value_; }
+  /// What is accepted instead, e.g. "expected a whole number".
+  const std::string& accepted() const noexcept { return accepted_; }
+  /// The PoolConfig field, e.g. "max_size"; "" when the value was not a pool setting.
+  const std::string& field() const noexcept { return field_; }
 
  private:
   std::string variable_;
   std::string value_;
+  std::string accepted_;
+  std::string field_;
 };
 
 /// acquire() waited its whole timeout without getting a connection.

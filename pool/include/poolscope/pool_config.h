@@ -32,8 +32,8 @@ enum class QueuePolicy {
 /// Everything a pool needs to know, with its defaults.
 ///
 /// A plain value: copy it, change fields, then hand it to Pool, which calls
-/// validate(). from_env() reads the variables of the README's configuration
-/// table and validates the result.
+/// validate(). from_env() reads the variables that pool_settings()
+/// (poolscope/pool_setting.h) lists and validates the result.
 struct PoolConfig {
   static constexpr std::size_t kDefaultMinSize = 2;
   static constexpr std::size_t kDefaultMaxSize = 10;
@@ -114,12 +114,22 @@ struct PoolConfig {
   /// Threshold for log lines. Env: LOG_LEVEL (DEBUG, INFO, WARNING, ERROR, CRITICAL).
   LogLevel log_level = LogLevel::kInfo;
 
-  /// Throws ConfigError naming the first invalid field.
+  /// How a field is called in error messages: given a field name such as
+  /// "max_size", the name the user set it under ("POOL_MAX_SIZE",
+  /// "--pool.max-size").
+  using FieldNamer = std::function<std::string(std::string_view field)>;
+
+  /// Throws ConfigError naming the first invalid field by its name in code
+  /// ("max_size"); ConfigError::field() is that name too.
   void validate() const;
+  /// The same, naming fields (also other fields a limit refers to) as
+  /// `name_of` says; ConfigError::field() is still the field's name in code.
+  void validate(const FieldNamer& name_of) const;
 
   /// Reads the environment through `getenv` (unset variables keep their
   /// defaults) and validates. Throws ConfigError naming the variable, the
-  /// value and what is accepted.
+  /// value and what is accepted; an invalid default (min_size above a
+  /// max_size from the environment) is named by its variable too.
   static PoolConfig from_env(
       const std::function<std::optional<std::string>(const std::string&)>& getenv);
   /// from_env() on the process environment.
@@ -130,6 +140,10 @@ struct PoolConfig {
 /// ms, s, m, h; a bare number means seconds). Negative values, overflow and
 /// unknown units throw ConfigError naming `variable`.
 std::chrono::milliseconds parse_duration(std::string_view text, const std::string& variable);
+
+/// `duration` in the largest unit that shows it exactly: "1h", "5m", "30s",
+/// "100ms" ("0s" for zero). parse_duration() reads it back.
+std::string format_duration(std::chrono::milliseconds duration);
 
 /// Parses comma-separated positive durations ("1s,2s,4s"); throws ConfigError
 /// naming `variable` and the whole list.
