@@ -72,7 +72,8 @@ TEST(PoolConfig, ReadsEveryVariable) {
                              {"POOL_HEALTHY_HEADROOM", "0.9"},
                              {"POOL_DEGRADED_HEADROOM", "0.4"},
                              {"LOG_LEVEL", "debug"}});
-  EXPECT_EQ(c.database_url, "postgresql://u@h/db");
+  EXPECT_EQ(c.database_url.value("host"), "h");
+  EXPECT_EQ(c.database_url.value("dbname"), "db");
   EXPECT_EQ(c.name, "orders");
   EXPECT_EQ(c.min_size, 1u);
   EXPECT_EQ(c.max_size, 20u);
@@ -183,36 +184,19 @@ TEST(PoolConfig, ApplicationNameIsEmptyByDefaultAndReadFromTheEnvironment) {
 }
 
 TEST(PoolConfig, GarbageDatabaseUrlIsRejectedWithoutEchoingThePassword) {
+  const std::string message =
+      error_of({{"DATABASE_URL", "postgresql://app:s3cret@host:5432/db?sslmode=bogus&nonsense=1"}});
+  EXPECT_NE(message.find("invalid DATABASE_URL="), std::string::npos) << message;
+  EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
+}
+
+TEST(PoolConfig, AnUnsetDatabaseUrlIsRejectedWhenThePoolConnects) {
+  EXPECT_TRUE(from({}).database_url.empty());
   PoolConfig c;
-  c.database_url = "postgresql://app:s3cret@host:5432/db?sslmode=bogus&nonsense=1";
-  try {
-    make_libpqxx_factory(c);
-    FAIL() << "accepted a URL with an unknown parameter";
-  } catch (const ConfigError& error) {
-    const std::string message = error.what();
-    EXPECT_NE(message.find("DATABASE_URL"), std::string::npos);
-    EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
-  }
   c.database_url = "";
   EXPECT_THROW(make_libpqxx_factory(c), ConfigError);
-}
-
-TEST(PoolConfig, RedactionRemovesThePassword) {
-  const auto redacted = redact_database_url("postgresql://app:s3cret@db.internal:6432/orders");
-  EXPECT_EQ(redacted.find("s3cret"), std::string::npos);
-  EXPECT_NE(redacted.find("password=***"), std::string::npos);
-  EXPECT_NE(redacted.find("host=db.internal"), std::string::npos);
-  EXPECT_EQ(redact_database_url("host=x password=hunter2").find("hunter2"), std::string::npos);
-  EXPECT_EQ(redact_database_url("postgresql://[::1"), "<unparseable connection string>");
-}
-
-TEST(PoolConfig, RedactionRemovesTheSslPassword) {
-  const auto redacted = redact_database_url("host=x sslkey=/k.pem sslpassword=key-secret");
-  EXPECT_EQ(redacted.find("key-secret"), std::string::npos);
-  EXPECT_NE(redacted.find("sslpassword=***"), std::string::npos);
-  EXPECT_NE(redacted.find("sslkey=/k.pem"), std::string::npos);
-  EXPECT_EQ(redact_database_url("postgresql://u@h/db?sslpassword=key-secret").find("key-secret"),
-            std::string::npos);
+  c.database_url = "postgresql://";  // libpq's defaults: a valid choice
+  EXPECT_NO_THROW(make_libpqxx_factory(c));
 }
 
 }  // namespace
