@@ -98,8 +98,8 @@ void check_value(std::string_view keyword, std::string_view value) {
   if (keyword == "port" && !is_port_list(value)) {
     throw reject("a port number from 1 to 65535 (one per host, comma-separated)");
   }
-  if (is_one_of(keyword, {"connect_timeout", "keepalives", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "tcp_user_timeout"}) &&
+  if (is_one_of(keyword, {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout"}) &&
       !is_integer(value)) {
     throw reject("a whole number");
   }
@@ -187,7 +187,16 @@ DatabaseUrl DatabaseUrl::with(std::string_view keyword, std::string value) const
       return copy;
     }
   }
-  copy.settings_.push_back(Setting{std::string(keyword), std::move(value)});
+  // Settings stay in libpq's keyword order, as parse() leaves them, so that
+  // equal settings compare equal however they were built.
+  const auto position = [](std::string_view name) {
+    const auto& all = keywords().all;
+    return std::find(all.begin(), all.end(), name) - all.begin();
+  };
+  const auto after = std::find_if(
+      copy.settings_.begin(), copy.settings_.end(),
+      [&](const Setting& setting) { return position(setting.keyword) > position(keyword); });
+  copy.settings_.insert(after, Setting{std::string(keyword), std::move(value)});
   return copy;
 }
 

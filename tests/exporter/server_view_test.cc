@@ -22,20 +22,6 @@ using namespace std::chrono_literals;
 using poolscope::testing::eventually;
 using poolscope::testing::shared_database_url;
 
-}  // namespace
-}  // namespace poolscope::exporter
-
-namespace poolscope::testing {
-/// The suite database's password (scripts/test exports it).
-inline std::string shared_database_password() {
-  const char* password = std::getenv("POOLSCOPE_TEST_DB_PASSWORD");
-  return password != nullptr ? password : "";
-}
-}  // namespace poolscope::testing
-
-namespace poolscope::exporter {
-namespace {
-
 std::string admin_value(const std::string& sql) {
   pqxx::connection connection(shared_database_url());
   pqxx::nontransaction tx(connection);
@@ -217,10 +203,9 @@ TEST(ServerView, AFailedReadIsCountedAndDropsTheSessionSeries) {
 
 TEST(ServerView, AWrongPasswordIsCountedAndNeverLogged) {
   ServerView::Options options = view_options("sv_wrong_password");
-  const std::string password = poolscope::testing::shared_database_password();
-  ASSERT_FALSE(password.empty());
+  ASSERT_TRUE(options.database_url.has("password"));
   const std::string wrong = "pw-not-the-right-one-4711";
-  options.database_url.replace(options.database_url.find(password), password.size(), wrong);
+  options.database_url = options.database_url.with("password", wrong);
   ::testing::internal::CaptureStderr();
   ServerView view(options, /*start_thread=*/false);
   EXPECT_FALSE(view.read_once());

@@ -137,6 +137,8 @@ TEST(DatabaseUrl, WithReplacesOrAddsAndWithoutRemoves) {
   EXPECT_EQ(url.value("application_name"), "orders");  // the original is unchanged
   EXPECT_EQ(derived.without("application_name").value("application_name"), std::nullopt);
   EXPECT_FALSE(url.with("password", "pw").without("password").has("password"));
+  EXPECT_EQ(DatabaseUrl("host=h dbname=db").with("user", "u").with("port", "5433"),
+            DatabaseUrl("postgresql://u@h:5433/db"));
   EXPECT_THROW(url.with("no_such_keyword", "x"), std::invalid_argument);
   EXPECT_THROW(url.with("port", "pw-topsecret"), ConfigError);
 }

@@ -13,7 +13,8 @@ namespace poolscope {
 /// Accepts what libpq accepts: a URI such as
 /// `postgresql://user:password@host:5432/dbname?sslmode=require` (percent-encoding
 /// decoded) or key=value pairs such as `host=localhost dbname=app`. It holds
-/// the settings the string sets, as keyword/value pairs in their order.
+/// the settings the string sets, as keyword/value pairs in libpq's keyword
+/// order.
 ///
 /// The secret settings (password and sslpassword, the ones libpq marks as
 /// secret) leave the object only through connection_string_with_secrets(),
@@ -55,9 +56,9 @@ class DatabaseUrl {
   /// std::invalid_argument for a secret keyword (password, sslpassword).
   std::optional<std::string> value(std::string_view keyword) const;
 
-  /// A copy with `keyword` set to `value` (replacing the old value in place,
-  /// or added at the end). Throws std::invalid_argument when libpq knows no
-  /// such keyword.
+  /// A copy with `keyword` set to `value` (replacing the old value). Throws
+  /// std::invalid_argument when libpq knows no such keyword, and ConfigError
+  /// for a value libpq would refuse when connecting (see parse()).
   DatabaseUrl with(std::string_view keyword, std::string value) const;
 
   /// A copy without `keyword`.
@@ -82,7 +83,7 @@ class DatabaseUrl {
   /// True for the keywords libpq treats as secret (password, sslpassword).
   static bool is_secret_keyword(std::string_view keyword);
 
-  /// Same settings in the same order.
+  /// Same settings with the same values.
   bool operator==(const DatabaseUrl&) const = default;
 
  private:
