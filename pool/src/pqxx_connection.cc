@@ -9,7 +9,6 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "poolscope/connection.h"
 #include "poolscope/error.h"
