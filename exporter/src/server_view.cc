@@ -56,12 +56,10 @@ DatabaseUrl view_url(const ServerView::Options& options) {
   const auto timeout_ms = options.statement_timeout.count();
   const auto connect_seconds =
       std::max<std::int64_t>(2, static_cast<std::int64_t>(std::ceil(timeout_ms / 1000.0)));
-  const std::string startup_options = options.database_url.value("options").value_or("");
   return options.database_url.with("application_name", kViewApplicationName)
       .with("connect_timeout", std::to_string(connect_seconds))
-      .with("options",
-            fmt::format("{}{}-c statement_timeout={}", startup_options,
-                        startup_options.empty() ? "" : " ", std::max<std::int64_t>(1, timeout_ms)));
+      .with_server_setting("statement_timeout",
+                           std::to_string(std::max<std::int64_t>(1, timeout_ms)));
 }
 
 // Shuts the socket down when `limit` passes before finish(): that ends a

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <initializer_list>
 #include <memory>
@@ -198,6 +199,25 @@ DatabaseUrl DatabaseUrl::with(std::string_view keyword, std::string value) const
       [&](const Setting& setting) { return position(setting.keyword) > position(keyword); });
   copy.settings_.insert(after, Setting{std::string(keyword), std::move(value)});
   return copy;
+}
+
+DatabaseUrl DatabaseUrl::with_server_setting(std::string_view setting,
+                                             std::string_view setting_value) const {
+  const bool plain_name =
+      !setting.empty() && std::all_of(setting.begin(), setting.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+      });
+  if (!plain_name) {
+    throw std::invalid_argument(
+        fmt::format("DatabaseUrl::with_server_setting: '{}' is not a setting name", setting));
+  }
+  std::string options = value("options").value_or("");
+  options += fmt::format("{}-c {}=", options.empty() ? "" : " ", setting);
+  for (const char c : setting_value) {
+    if (c == ' ' || c == '\\') options += '\\';
+    options += c;
+  }
+  return with("options", std::move(options));
 }
 
 DatabaseUrl DatabaseUrl::without(std::string_view keyword) const {

@@ -150,10 +150,8 @@ class PqxxFactory final : public ConnectionFactory {
     // statement_timeout travels in the startup packet: no extra round trip,
     // and RESET ALL / DISCARD ALL return to it.
     if (config.command_timeout.count() > 0) {
-      const std::string startup_options = url_.value("options").value_or("");
-      url_ = url_.with("options", fmt::format("{}{}-c statement_timeout={}", startup_options,
-                                              startup_options.empty() ? "" : " ",
-                                              config.command_timeout.count()));
+      url_ = url_.with_server_setting("statement_timeout",
+                                      std::to_string(config.command_timeout.count()));
     }
     for (const char* keyword : {"host", "hostaddr", "port", "dbname", "user"}) {
       if (const auto value = url_.value(keyword)) {

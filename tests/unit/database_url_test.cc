@@ -143,6 +143,17 @@ TEST(DatabaseUrl, WithReplacesOrAddsAndWithoutRemoves) {
   EXPECT_THROW(url.with("port", "pw-topsecret"), ConfigError);
 }
 
+TEST(DatabaseUrl, ServerSettingsAreAppendedToTheStartupOptions) {
+  const DatabaseUrl url = DatabaseUrl("postgresql://h/db?options=-c%20search_path%3Dapp")
+                              .with_server_setting("statement_timeout", "1500")
+                              .with_server_setting("application_name", "a b\\c");
+  EXPECT_EQ(url.value("options"),
+            "-c search_path=app -c statement_timeout=1500 -c application_name=a\\ b\\\\c");
+  EXPECT_EQ(DatabaseUrl("host=h").with_server_setting("lock_timeout", "1s").value("options"),
+            "-c lock_timeout=1s");
+  EXPECT_THROW(DatabaseUrl("host=h").with_server_setting("a=b -c x", "1"), std::invalid_argument);
+}
+
 TEST(DatabaseUrl, ScrubbedAndMaskSecretsHideEverySecretValue) {
   const DatabaseUrl url("postgresql://u:pw-1@h/db?sslpassword=key-2");
   EXPECT_EQ(url.scrubbed("auth failed for pw-1 and key-2, pw-1"),

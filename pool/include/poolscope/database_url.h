@@ -61,6 +61,13 @@ class DatabaseUrl {
   /// for a value libpq would refuse when connecting (see parse()).
   DatabaseUrl with(std::string_view keyword, std::string value) const;
 
+  /// A copy whose `options` (the server's start-up options) end with
+  /// `-c setting=setting_value`, so every connection starts with that
+  /// setting without an extra round trip. Spaces and backslashes in the value are
+  /// escaped as libpq requires. Throws std::invalid_argument for an empty
+  /// `setting` or one that is not a plain name.
+  DatabaseUrl with_server_setting(std::string_view setting, std::string_view setting_value) const;
+
   /// A copy without `keyword`.
   DatabaseUrl without(std::string_view keyword) const;
 
