@@ -354,8 +354,9 @@ TEST(ExporterOptions, PasswordFileSetsThePasswordOfAUrlWithout) {
   fixture.environment["DATABASE_URL"] = "postgresql://poolscope@127.0.0.1:5432/poolscope";
   const std::string flag = "--database.password-file=" + path;
   const ExporterOptions options = fixture.parse({flag.c_str()});
-  const DatabaseUrl expected("host=127.0.0.1 port=5432 dbname=poolscope user=poolscope "
-                             "password='file pass\\'word\\\\'");
+  const DatabaseUrl expected(
+      "host=127.0.0.1 port=5432 dbname=poolscope user=poolscope "
+      "password='file pass\\'word\\\\'");
   EXPECT_TRUE(options.pool.database_url == expected);
   // The variable works the same way.
   fixture.environment["DATABASE_PASSWORD_FILE"] = path;

@@ -121,7 +121,6 @@ TEST(ClientRateLimiter, ZeroIntervalDisablesIt) {
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(limiter.allow("a"));
 }
 
-
 TEST(HtmlEscape, EscapesMarkupCharacters) {
   EXPECT_EQ(html_escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
