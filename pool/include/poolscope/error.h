@@ -28,7 +28,8 @@ class ConfigError : public Error {
 
   /// The environment variable or field that was rejected, e.g. "POOL_MAX_SIZE".
   const std::string& variable() const noexcept { return variable_; }
-  /// The rejected value as given (never a password: DATABASE_URL errors redact it).
+  /// The rejected value as given (never a password: DATABASE_URL errors do not
+  /// show the value).
   const std::string& value() const noexcept { return value_; }
 
  private:
