@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <pqxx/connection>
@@ -64,18 +65,25 @@ DatabaseUrl view_url(const ServerView::Options& options) {
 
 // Shuts the socket down when `limit` passes before finish(): that ends a
 // libpq call blocked on a server that stopped answering altogether, which
-// the statement_timeout (enforced by that server) cannot.
+// the statement_timeout (enforced by that server) cannot. It watches a
+// duplicate of the descriptor, so the socket stays the same one even if
+// libpq closes its own descriptor and the number is reused meanwhile.
 class SocketDeadline {
  public:
-  SocketDeadline(int socket, std::chrono::milliseconds limit)
-      : thread_([this, socket, limit] {
-          std::unique_lock lock(mutex_);
-          if (!finished_changed_.wait_for(lock, limit, [this] { return finished_; })) {
-            ::shutdown(socket, SHUT_RDWR);
-            expired_ = true;
-          }
-        }) {}
-  ~SocketDeadline() { finish(); }
+  SocketDeadline(int socket, std::chrono::milliseconds limit) : watched_(::dup(socket)) {
+    if (watched_ < 0) throw std::runtime_error("cannot watch the connection's socket");
+    thread_ = std::thread([this, limit] {
+      std::unique_lock lock(mutex_);
+      if (!finished_changed_.wait_for(lock, limit, [this] { return finished_; })) {
+        ::shutdown(watched_, SHUT_RDWR);
+        expired_ = true;
+      }
+    });
+  }
+  ~SocketDeadline() {
+    finish();
+    ::close(watched_);
+  }
 
   SocketDeadline(const SocketDeadline&) = delete;
   SocketDeadline& operator=(const SocketDeadline&) = delete;
@@ -92,11 +100,12 @@ class SocketDeadline {
   }
 
  private:
+  const int watched_;
   std::mutex mutex_;
   std::condition_variable finished_changed_;
   bool finished_ = false;  // guarded by mutex_
   bool expired_ = false;   // written by thread_ under mutex_, read after join
-  std::thread thread_;     // last: starts once the fields above exist
+  std::thread thread_;
 };
 
 std::string text_or_empty(const char* text) { return text != nullptr ? text : ""; }

@@ -15,7 +15,6 @@
 namespace poolscope {
 namespace {
 
-constexpr const char* kVariable = "DATABASE_URL";
 constexpr const char* kNotShown = "(not shown: it may contain a password)";
 
 using ConninfoOptions = std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)>;
@@ -92,9 +91,9 @@ bool is_one_of(std::string_view value, std::initializer_list<std::string_view> a
 // can ever be made with is rejected at start instead of leaving a pool
 // retrying forever. Values are never shown: a URI missing its '@' turns the
 // password into the "port", for example.
-void check_value(std::string_view keyword, std::string_view value) {
+void check_value(std::string_view keyword, std::string_view value, const std::string& source) {
   auto reject = [&](std::string_view accepted) {
-    return ConfigError(kVariable, kNotShown, fmt::format("its {} is not {}", keyword, accepted));
+    return ConfigError(source, kNotShown, fmt::format("its {} is not {}", keyword, accepted));
   };
   if (keyword == "port" && !is_port_list(value)) {
     throw reject("a port number from 1 to 65535 (one per host, comma-separated)");
@@ -134,7 +133,7 @@ DatabaseUrl::DatabaseUrl(const std::string& text) : DatabaseUrl(parse(text)) {}
 
 DatabaseUrl::DatabaseUrl(const char* text) : DatabaseUrl(parse(text)) {}
 
-DatabaseUrl DatabaseUrl::parse(std::string_view text) {
+DatabaseUrl DatabaseUrl::parse(std::string_view text, const std::string& source) {
   DatabaseUrl url;
   if (text.empty()) return url;
   char* error = nullptr;
@@ -142,7 +141,7 @@ DatabaseUrl DatabaseUrl::parse(std::string_view text) {
   if (!options) {
     const std::string reason = error != nullptr ? error : "out of memory";
     if (error != nullptr) PQfreemem(error);
-    throw ConfigError(kVariable, kNotShown,
+    throw ConfigError(source, kNotShown,
                       fmt::format("libpq cannot parse it ({}); expected a URI such as "
                                   "postgresql://user:password@host:5432/dbname or a key=value "
                                   "string such as 'host=localhost dbname=app'",
@@ -151,7 +150,7 @@ DatabaseUrl DatabaseUrl::parse(std::string_view text) {
   url.given_ = true;
   for (const PQconninfoOption* option = options.get(); option->keyword != nullptr; ++option) {
     if (option->val == nullptr || *option->val == '\0') continue;
-    check_value(option->keyword, option->val);
+    check_value(option->keyword, option->val, source);
     url.settings_.push_back(Setting{option->keyword, option->val});
   }
   return url;
@@ -179,7 +178,7 @@ DatabaseUrl DatabaseUrl::with(std::string_view keyword, std::string value) const
     throw std::invalid_argument(
         fmt::format("DatabaseUrl::with: libpq knows no connection keyword '{}'", keyword));
   }
-  check_value(keyword, value);
+  check_value(keyword, value, "DATABASE_URL");
   DatabaseUrl copy = *this;
   copy.given_ = true;
   for (Setting& setting : copy.settings_) {

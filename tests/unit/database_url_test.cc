@@ -101,6 +101,12 @@ TEST(DatabaseUrl, AParseErrorNamesTheVariableAndNeverTheValue) {
     EXPECT_THAT(message, HasSubstr("libpq cannot parse it")) << text;
     EXPECT_THAT(message, Not(HasSubstr("pw-topsecret"))) << message;
   }
+  try {
+    DatabaseUrl::parse("host=h port=x", "--database.url");
+    ADD_FAILURE() << "accepted port=x";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(error.variable(), "--database.url");
+  }
   // libpq's own reason, cut before the quoted fragment.
   EXPECT_THAT(parse_error("postgresql://h/db?nonsense=1"),
               HasSubstr("(invalid URI query parameter)"));

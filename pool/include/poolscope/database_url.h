@@ -28,8 +28,8 @@ class DatabaseUrl {
  public:
   /// Empty: no connection string given.
   DatabaseUrl() = default;
-  /// Parses `text` (see parse()); implicit so that a configuration built in
-  /// code reads `config.database_url = "postgresql://app@db/app";`.
+  /// Parses `text` (see parse(); errors name DATABASE_URL); implicit so that a configuration built
+  /// in code reads `config.database_url = "postgresql://app@db/app";`.
   DatabaseUrl(const std::string& text);  // NOLINT(google-explicit-constructor)
   DatabaseUrl(const char* text);         // NOLINT(google-explicit-constructor)
 
@@ -38,9 +38,10 @@ class DatabaseUrl {
   /// timeouts, sslmode, target_session_attrs, gssencmode, channel_binding),
   /// so that a string no connection can ever be made with is rejected at
   /// start. "" gives an empty DatabaseUrl. Throws ConfigError naming
-  /// DATABASE_URL with libpq's reason; neither the value nor any part of it
-  /// is quoted, since it may contain a password.
-  static DatabaseUrl parse(std::string_view text);
+  /// `source` (the variable or flag the text came from) with libpq's reason;
+  /// neither the value nor any part of it is quoted, since it may contain a
+  /// password.
+  static DatabaseUrl parse(std::string_view text, const std::string& source = "DATABASE_URL");
 
   /// True when no connection string was given ("" or default-constructed).
   /// A string that sets nothing ("postgresql://") is not empty: it means
