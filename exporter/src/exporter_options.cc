@@ -1,7 +1,6 @@
 #include "exporter_options.h"
 
 #include <fmt/format.h>
-#include <libpq-fe.h>
 #include <openssl/crypto.h>
 
 #include <CLI/CLI.hpp>
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "exporter_error.h"
+#include "poolscope/connection.h"
 #include "poolscope/error.h"
 #include "poolscope/pool_setting.h"
 #include "poolscope/version.h"
@@ -135,86 +135,6 @@ std::string require_one_line(std::string text) {
   return text;
 }
 
-bool is_port_list(std::string_view ports) {
-  // One port per host ("5432,5433"); an empty entry means the default port.
-  while (true) {
-    const std::size_t comma = ports.find(',');
-    const std::string_view port = ports.substr(0, comma);
-    if (!port.empty()) {
-      int number = 0;
-      const auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), number);
-      if (error != std::errc() || end != port.data() + port.size() || number < 1 ||
-          number > 65535) {
-        return false;
-      }
-    }
-    if (comma == std::string_view::npos) return true;
-    ports.remove_prefix(comma + 1);
-  }
-}
-
-bool is_integer(std::string_view text) {
-  long long number = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
-  return !text.empty() && error == std::errc() && end == text.data() + text.size();
-}
-
-bool is_one_of(std::string_view value, std::initializer_list<std::string_view> accepted) {
-  return std::find(accepted.begin(), accepted.end(), value) != accepted.end();
-}
-
-// libpq parses the whole string at start but checks some values only when it
-// connects; check those now, so that a URL no connection can ever be made
-// with stops the exporter (exit 2) instead of leaving a pool retrying forever.
-// Values are never shown: a URL missing its '@' turns the password into the
-// "port", for example.
-void check_database_url(const std::string& url, const std::string& source) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
-  // libpq's message may quote the string, password included: never show it.
-  if (error != nullptr) PQfreemem(error);
-  if (options == nullptr) {
-    throw UsageError(fmt::format(
-        "invalid {}: libpq cannot parse it (value not shown: it may contain a password); "
-        "expected a URI such as postgresql://user:password@host:5432/dbname or key=value pairs",
-        source));
-  }
-  std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> owner(options, PQconninfoFree);
-  auto reject = [&](std::string_view keyword, std::string_view accepted) {
-    return UsageError(
-        fmt::format("invalid {}: its {} is not {} (value not shown: the URL may "
-                    "contain a password)",
-                    source, keyword, accepted));
-  };
-  for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (option->val == nullptr) continue;
-    const std::string_view keyword = option->keyword;
-    const std::string_view value = option->val;
-    if (keyword == "port" && !is_port_list(value)) {
-      throw reject(keyword, "a port number from 1 to 65535 (one per host, comma-separated)");
-    }
-    if ((keyword == "connect_timeout" || keyword == "keepalives" || keyword == "keepalives_idle" ||
-         keyword == "keepalives_interval" || keyword == "keepalives_count" ||
-         keyword == "tcp_user_timeout") &&
-        !value.empty() && !is_integer(value)) {
-      throw reject(keyword, "a whole number");
-    }
-    if (keyword == "sslmode" && !value.empty() &&
-        !is_one_of(value, {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})) {
-      throw reject(keyword, "one of disable, allow, prefer, require, verify-ca, verify-full");
-    }
-    if (keyword == "target_session_attrs" && !value.empty() &&
-        !is_one_of(value,
-                   {"any", "read-write", "read-only", "primary", "standby", "prefer-standby"})) {
-      throw reject(keyword, "one of any, read-write, read-only, primary, standby, prefer-standby");
-    }
-    if ((keyword == "gssencmode" || keyword == "channel_binding") && !value.empty() &&
-        !is_one_of(value, {"disable", "prefer", "require"})) {
-      throw reject(keyword, "one of disable, prefer, require");
-    }
-  }
-}
-
 void check_metrics_prefix(const std::string& prefix) {
   for (std::size_t i = 0; i < prefix.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(prefix[i]);
@@ -303,15 +223,6 @@ std::string read_password_file(const std::string& path, const std::string& sourc
   return password;
 }
 
-std::string quote_conninfo_value(std::string_view value) {
-  std::string quoted = "'";
-  for (const char c : value) {
-    if (c == '\'' || c == '\\') quoted += '\\';
-    quoted += c;
-  }
-  return quoted + "'";
-}
-
 std::vector<std::string> parse_allowed_hosts(const std::string& list) {
   std::vector<std::string> hosts;
   std::string_view rest = list;
@@ -339,28 +250,15 @@ std::vector<std::string> parse_allowed_hosts(const std::string& list) {
 
 }  // namespace
 
-std::string with_database_password(const std::string& conninfo, const std::string& password,
+DatabaseUrl with_database_password(const DatabaseUrl& url, const std::string& password,
                                    const std::string& source) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
-  if (error != nullptr) PQfreemem(error);
-  if (options == nullptr) {
+  if (url.has("password")) {
     throw UsageError(fmt::format(
-        "invalid {}: libpq cannot parse it (value not shown: it may contain a password)", source));
+        "{} already holds a password and --database.password-file gives another; remove "
+        "one of them",
+        source));
   }
-  std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption*)> owner(options, PQconninfoFree);
-  std::string result;
-  for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (option->val == nullptr || *option->val == '\0') continue;
-    if (std::string_view(option->keyword) == "password") {
-      throw UsageError(fmt::format(
-          "{} already holds a password and --database.password-file gives another; remove "
-          "one of them",
-          source));
-    }
-    result += fmt::format("{}={} ", option->keyword, quote_conninfo_value(option->val));
-  }
-  return result + "password=" + quote_conninfo_value(password);
+  return url.with("password", password);
 }
 
 std::string settings_table_markdown() {
@@ -385,7 +283,7 @@ std::string settings_table_markdown() {
 
 std::string version_text() {
   return fmt::format("poolscope-exporter {} (Boost.Beast {}.{}, libpq {})", POOLSCOPE_VERSION,
-                     BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, PQlibVersion());
+                     BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000, libpq_version());
 }
 
 ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
@@ -611,7 +509,6 @@ ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
   }
   const std::string url_source =
       pool_flags.at("--database.url").option->count() > 0 ? "--database.url" : "DATABASE_URL";
-  check_database_url(options.pool.database_url, url_source);
   std::optional<std::string> password_path;
   std::string password_source = "--database.password-file";
   if (password_file_option->count() > 0) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "listen_address.h"
+#include "poolscope/database_url.h"
 #include "poolscope/logging.h"
 #include "poolscope/pool_config.h"
 #include "poolscope/pool_metrics.h"
@@ -86,10 +87,9 @@ using EnvironmentLookup = std::function<std::optional<std::string>(const std::st
 ExporterOptions parse_exporter_options(std::span<const char* const> arguments,
                                        const EnvironmentLookup& getenv);
 
-/// `conninfo` (a URI or key=value string libpq accepts) as a key=value
-/// string with `password` set. Throws UsageError naming `source` when
-/// conninfo cannot be parsed or already holds a password.
-std::string with_database_password(const std::string& conninfo, const std::string& password,
+/// `url` with `password` set. Throws UsageError naming `source` when `url`
+/// already holds a password.
+DatabaseUrl with_database_password(const DatabaseUrl& url, const std::string& password,
                                    const std::string& source);
 
 /// Every setting that has an environment variable (the pool's, then the

@@ -30,6 +30,7 @@
 #include "health_document.h"
 #include "http_server.h"
 #include "poolscope/connection.h"
+#include "poolscope/database_url.h"
 #include "poolscope/error.h"
 #include "poolscope/pool.h"
 #include "poolscope/pool_metrics.h"
@@ -82,19 +83,12 @@ void hide_secrets_in_arguments(int argc, char** argv) {
 
 // Second line of defence once libpq has decoded the URL: any remaining
 // occurrence of a secret in a --database.url argument.
-void hide_decoded_secrets_in_arguments(int argc, char** argv,
-                                       const std::vector<std::string>& secrets) {
-  for (const std::string& secret : secrets) {
-    for (int i = 1; i < argc; ++i) {
-      const std::string_view argument(argv[i]);
-      const bool url = argument.starts_with("--database.url=") ||
-                       (i > 1 && std::string_view(argv[i - 1]) == "--database.url");
-      if (!url) continue;
-      for (char* at = std::strstr(argv[i], secret.c_str()); at != nullptr;
-           at = std::strstr(at + secret.size(), secret.c_str())) {
-        std::memset(at, '*', secret.size());
-      }
-    }
+void hide_decoded_secrets_in_arguments(int argc, char** argv, const DatabaseUrl& url) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument(argv[i]);
+    const bool is_url = argument.starts_with("--database.url=") ||
+                        (i > 1 && std::string_view(argv[i - 1]) == "--database.url");
+    if (is_url) url.mask_secrets(std::span<char>(argv[i], argument.size()));
   }
 }
 
@@ -218,18 +212,15 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   log_event(LogLevel::kInfo, "Exporter starting",
             {{"version", POOLSCOPE_VERSION},
              {"pool", options.pool.name},
-             {"database", redact_database_url(options.pool.database_url)},
+             {"database", options.pool.database_url.redacted()},
              {"basic_auth", authenticator != nullptr},
              {"unauthenticated_health", authenticator != nullptr && options.public_health},
              {"application_name", application_name_of(options.pool)},
              {"telemetry_path", options.telemetry_path}});
 
-  const std::vector<std::string> secrets = database_secrets(options.pool.database_url);
-  const std::function<PoolStatistics()> statistics = [&pool, secrets] {
+  const std::function<PoolStatistics()> statistics = [&pool, url = options.pool.database_url] {
     PoolStatistics stats = pool.get_statistics();
-    if (stats.last_error) {
-      for (const std::string& secret : secrets) scrub_secret(*stats.last_error, secret);
-    }
+    if (stats.last_error) stats.last_error = url.scrubbed(std::move(*stats.last_error));
     return stats;
   };
   Endpoints::Sources sources;
@@ -386,7 +377,7 @@ int main(int argc, char** argv) {
   } catch (const UsageError& error) {
     return usage_error(error.what());
   }
-  hide_decoded_secrets_in_arguments(argc, argv, database_secrets(options.pool.database_url));
+  hide_decoded_secrets_in_arguments(argc, argv, options.pool.database_url);
   switch (options.action) {
     case ExporterOptions::Action::kPrintHelp:
     case ExporterOptions::Action::kPrintVersion:

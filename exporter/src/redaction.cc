@@ -1,45 +1,11 @@
 #include "redaction.h"
 
-#include <libpq-fe.h>
+#include <string_view>
 
-#include <cstring>
+#include "poolscope/database_url.h"
 
 namespace poolscope::exporter {
-
-std::string database_password(const std::string& database_url) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(database_url.c_str(), &error);
-  if (error != nullptr) PQfreemem(error);
-  if (options == nullptr) return {};
-  std::string password;
-  for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (std::strcmp(option->keyword, "password") == 0 && option->val != nullptr) {
-      password = option->val;
-    }
-  }
-  PQconninfoFree(options);
-  return password;
-}
-
-std::vector<std::string> database_secrets(const std::string& database_url) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(database_url.c_str(), &error);
-  if (error != nullptr) PQfreemem(error);
-  if (options == nullptr) return {};
-  std::vector<std::string> secrets;
-  for (const PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    // libpq's display character '*' marks the options to hide (password,
-    // sslpassword).
-    const bool secret = option->dispchar != nullptr && option->dispchar[0] == '*';
-    if (secret && option->val != nullptr && *option->val != '\0') secrets.emplace_back(option->val);
-  }
-  PQconninfoFree(options);
-  return secrets;
-}
-
 namespace {
-
-bool is_secret_key(std::string_view key) { return key == "password" || key == "sslpassword"; }
 
 void mask(std::span<char> text, std::size_t from, std::size_t to) {
   for (std::size_t i = from; i < to && i < text.size(); ++i) text[i] = '*';
@@ -53,7 +19,8 @@ void mask_query(std::span<char> text, std::size_t from) {
     if (end == std::string_view::npos) end = all.size();
     const std::string_view pair = all.substr(from, end - from);
     const std::size_t equals = pair.find('=');
-    if (equals != std::string_view::npos && is_secret_key(pair.substr(0, equals))) {
+    if (equals != std::string_view::npos &&
+        DatabaseUrl::is_secret_keyword(pair.substr(0, equals))) {
       mask(text, from + equals + 1, end);
     }
     from = end + 1;
@@ -101,7 +68,7 @@ void mask_key_value(std::span<char> text) {
         if (all[at] == '\\') ++at;
       }
     }
-    if (is_secret_key(key)) mask(text, value_start, at);
+    if (DatabaseUrl::is_secret_keyword(key)) mask(text, value_start, at);
   }
 }
 
@@ -116,15 +83,6 @@ void mask_connection_secrets(std::span<char> text) {
     }
   }
   mask_key_value(text);
-}
-
-void scrub_secret(std::string& text, std::string_view secret) {
-  if (secret.empty()) return;
-  constexpr std::string_view kMask = "***";
-  for (std::size_t at = text.find(secret); at != std::string::npos;
-       at = text.find(secret, at + kMask.size())) {
-    text.replace(at, secret.size(), kMask);
-  }
 }
 
 }  // namespace poolscope::exporter

@@ -1,16 +1,16 @@
 #include "server_view.h"
 
 #include <fmt/format.h>
-#include <libpq-fe.h>
-#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include <cerrno>
 #include <cmath>
+#include <pqxx/connection>
+#include <pqxx/nontransaction>
 #include <stdexcept>
 #include <string_view>
 
 #include "exporter_log.h"
-#include "redaction.h"
 
 namespace poolscope::exporter {
 namespace {
@@ -40,15 +40,6 @@ FROM pg_stat_activity
 WHERE application_name = $1 AND datname = current_database() AND pid <> pg_backend_pid()
 )sql";
 
-std::string quote_value(std::string_view value) {
-  std::string quoted = "'";
-  for (const char c : value) {
-    if (c == '\'' || c == '\\') quoted += '\\';
-    quoted += c;
-  }
-  return quoted + "'";
-}
-
 std::string first_line(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   for (auto& c : text) {
@@ -57,56 +48,77 @@ std::string first_line(std::string text) {
   return text;
 }
 
-// The pool's URL as key=value pairs with the view's application_name,
-// connect timeout and statement_timeout in place of the URL's own.
-std::string view_conninfo(const ServerView::Options& options) {
-  char* error = nullptr;
-  PQconninfoOption* parsed = PQconninfoParse(options.database_url.c_str(), &error);
-  if (parsed == nullptr) {
-    if (error != nullptr) PQfreemem(error);
-    throw std::invalid_argument("the server view cannot parse DATABASE_URL");
+// The pool's URL with the view's application_name, connect timeout and
+// statement_timeout in place of the URL's own.
+DatabaseUrl view_url(const ServerView::Options& options) {
+  if (options.database_url.empty()) {
+    throw std::invalid_argument("the server view needs a DATABASE_URL");
   }
-  std::string conninfo;
-  std::string startup_options;
-  for (PQconninfoOption* option = parsed; option->keyword != nullptr; ++option) {
-    if (option->val == nullptr || *option->val == '\0') continue;
-    const std::string_view keyword(option->keyword);
-    if (keyword == "application_name" || keyword == "connect_timeout") continue;
-    if (keyword == "options") {
-      startup_options = option->val;
-      continue;
-    }
-    conninfo += fmt::format("{}={} ", keyword, quote_value(option->val));
-  }
-  PQconninfoFree(parsed);
   const auto timeout_ms = options.statement_timeout.count();
   const auto connect_seconds =
       std::max<std::int64_t>(2, static_cast<std::int64_t>(std::ceil(timeout_ms / 1000.0)));
-  startup_options += fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
-                                 std::max<std::int64_t>(1, timeout_ms));
-  conninfo +=
-      fmt::format("application_name={} connect_timeout={} options={}",
-                  quote_value(kViewApplicationName), connect_seconds, quote_value(startup_options));
-  return conninfo;
+  return options.database_url.with("application_name", kViewApplicationName)
+      .with("connect_timeout", std::to_string(connect_seconds))
+      .with_server_setting("statement_timeout",
+                           std::to_string(std::max<std::int64_t>(1, timeout_ms)));
 }
 
-std::size_t as_size(PGresult* result, int column) {
-  return static_cast<std::size_t>(std::stoull(PQgetvalue(result, 0, column)));
-}
+// Shuts the socket down when `limit` passes before finish(): that ends a
+// libpq call blocked on a server that stopped answering altogether, which
+// the statement_timeout (enforced by that server) cannot. It watches a
+// duplicate of the descriptor, so the socket stays the same one even if
+// libpq closes its own descriptor and the number is reused meanwhile.
+class SocketDeadline {
+ public:
+  SocketDeadline(int socket, std::chrono::milliseconds limit) : watched_(::dup(socket)) {
+    if (watched_ < 0) throw std::runtime_error("cannot watch the connection's socket");
+    thread_ = std::thread([this, limit] {
+      std::unique_lock lock(mutex_);
+      if (!finished_changed_.wait_for(lock, limit, [this] { return finished_; })) {
+        ::shutdown(watched_, SHUT_RDWR);
+        expired_ = true;
+      }
+    });
+  }
+  ~SocketDeadline() {
+    finish();
+    ::close(watched_);
+  }
+
+  SocketDeadline(const SocketDeadline&) = delete;
+  SocketDeadline& operator=(const SocketDeadline&) = delete;
+
+  /// Stops watching; true when the deadline had passed and the socket is shut down.
+  bool finish() {
+    {
+      std::lock_guard lock(mutex_);
+      finished_ = true;
+    }
+    finished_changed_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    return expired_;
+  }
+
+ private:
+  const int watched_;
+  std::mutex mutex_;
+  std::condition_variable finished_changed_;
+  bool finished_ = false;  // guarded by mutex_
+  bool expired_ = false;   // written by thread_ under mutex_, read after join
+  std::thread thread_;
+};
+
+std::string text_or_empty(const char* text) { return text != nullptr ? text : ""; }
 
 }  // namespace
 
-struct ServerView::Connection {
-  PGconn* handle = nullptr;
-  ~Connection() {
-    if (handle != nullptr) PQfinish(handle);
-  }
+// A class of its own so that the header needs no libpqxx include.
+struct ServerView::Connection : pqxx::connection {
+  using pqxx::connection::connection;
 };
 
 ServerView::ServerView(Options options, bool start_thread)
-    : options_(std::move(options)),
-      conninfo_(view_conninfo(options_)),
-      password_(database_password(options_.database_url)) {
+    : options_(std::move(options)), url_(view_url(options_)) {
   if (start_thread) thread_ = std::thread([this] { run(); });
 }
 
@@ -128,68 +140,43 @@ void ServerView::run() {
 }
 
 ServerReading ServerView::query() {
-  if (!connection_ || PQstatus(connection_->handle) != CONNECTION_OK) {
-    connection_ = std::make_unique<Connection>();
-    connection_->handle = PQconnectdb(conninfo_.c_str());
-    if (connection_->handle == nullptr || PQstatus(connection_->handle) != CONNECTION_OK) {
-      const std::string reason = connection_->handle != nullptr
-                                     ? first_line(PQerrorMessage(connection_->handle))
-                                     : "out of memory";
-      connection_.reset();
-      throw std::runtime_error("cannot connect: " + reason);
+  if (connection_ && !connection_->is_open()) connection_.reset();
+  if (!connection_) {
+    try {
+      connection_ = std::make_unique<Connection>(url_.connection_string_with_secrets());
+    } catch (const pqxx::broken_connection& error) {
+      throw std::runtime_error("cannot connect: " + first_line(error.what()));
     }
   }
-  PGconn* handle = connection_->handle;
-  const char* values[] = {options_.application_name.c_str()};
-  if (PQsendQueryParams(handle, kQuery, 1, nullptr, values, nullptr, nullptr, 0) == 0) {
-    const std::string reason = first_line(PQerrorMessage(handle));
-    connection_.reset();
-    throw std::runtime_error("cannot send the query: " + reason);
-  }
-  // statement_timeout ends a slow query on the server; this deadline covers
+  // statement_timeout ends a slow query on the server; the deadline covers
   // a server that stopped answering altogether.
   const auto limit = options_.statement_timeout + std::chrono::seconds(1);
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (PQisBusy(handle) != 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      connection_.reset();
-      throw std::runtime_error(fmt::format("no answer within {} ms", limit.count()));
-    }
-    pollfd descriptor{PQsocket(handle), POLLIN, 0};
-    const int ready = ::poll(&descriptor, 1, static_cast<int>(left.count()));
-    if ((ready < 0 && errno != EINTR) || (ready > 0 && PQconsumeInput(handle) == 0)) {
-      const std::string reason = first_line(PQerrorMessage(handle));
-      connection_.reset();
-      throw std::runtime_error("connection lost: " + reason);
-    }
+  SocketDeadline deadline(connection_->sock(), limit);
+  ServerReading reading;
+  try {
+    pqxx::nontransaction transaction(*connection_);
+    const pqxx::result result = transaction.exec_params(kQuery, options_.application_name);
+    if (result.size() != 1) throw std::runtime_error("no result");
+    const pqxx::row row = result[0];
+    reading.active = row[0].as<std::size_t>();
+    reading.idle = row[1].as<std::size_t>();
+    reading.idle_in_transaction = row[2].as<std::size_t>();
+    reading.other = row[3].as<std::size_t>();
+    reading.oldest_transaction_age_seconds = row[4].as<double>();
+    reading.max_connections = row[5].as<std::size_t>();
+    reading.reserved_connections = row[6].as<std::size_t>();
+    reading.server =
+        fmt::format("{}:{}/{}", text_or_empty(connection_->hostname()),
+                    text_or_empty(connection_->port()), text_or_empty(connection_->dbname()));
+  } catch (const std::exception& error) {
+    const bool expired = deadline.finish();
+    if (expired || !connection_->is_open()) connection_.reset();
+    if (expired) throw std::runtime_error(fmt::format("no answer within {} ms", limit.count()));
+    throw std::runtime_error("query failed: " + first_line(error.what()));
   }
-  std::optional<ServerReading> reading;
-  std::string failure;
-  while (PGresult* result = PQgetResult(handle)) {
-    if (PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1 && !reading) {
-      ServerReading r;
-      r.active = as_size(result, 0);
-      r.idle = as_size(result, 1);
-      r.idle_in_transaction = as_size(result, 2);
-      r.other = as_size(result, 3);
-      r.oldest_transaction_age_seconds = std::stod(PQgetvalue(result, 0, 4));
-      r.max_connections = as_size(result, 5);
-      r.reserved_connections = as_size(result, 6);
-      reading = r;
-    } else if (failure.empty()) {
-      failure = first_line(PQresultErrorMessage(result));
-    }
-    PQclear(result);
-  }
-  if (!reading) {
-    throw std::runtime_error("query failed: " + (failure.empty() ? "no result" : failure));
-  }
-  const char* host = PQhost(handle);
-  reading->server =
-      fmt::format("{}:{}/{}", host != nullptr ? host : "", PQport(handle), PQdb(handle));
-  return *reading;
+  // An answer that came as the deadline passed is good, but its socket is shut down.
+  if (deadline.finish()) connection_.reset();
+  return reading;
 }
 
 bool ServerView::read_once() {
@@ -214,9 +201,8 @@ bool ServerView::read_once() {
   } catch (const std::exception& error) {
     errors_.fetch_add(1);
     // libpq reports hosts, ports and server messages, not the conninfo; the
-    // password is scrubbed all the same in case a message ever quotes it.
-    std::string reason = error.what();
-    scrub_secret(reason, password_);
+    // secrets are scrubbed all the same in case a message ever quotes them.
+    const std::string reason = url_.scrubbed(error.what());
     log_event(LogLevel::kWarning, "Server view read failed",
               {{"pool", options_.pool_name}, {"error", reason}});
     std::lock_guard lock(mutex_);

@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "poolscope/database_url.h"
+
 namespace poolscope::exporter {
 
 /// What PostgreSQL said about one pool's sessions at one moment.
@@ -39,7 +41,7 @@ struct ServerReading {
 /// The exporter's server-side view of its pool: on a slow interval, one
 /// query of pg_stat_activity (the pool's sessions by state, found by the
 /// pool's application_name on the current database, and the oldest
-/// transaction) and of the server's connection limits, over a single libpq
+/// transaction) and of the server's connection limits, over a single libpqxx
 /// connection of its own, so it never takes a pool connection. The query
 /// runs under a short statement_timeout and a client-side deadline; a failed
 /// read is logged and counted, the connection reopened on the next round,
@@ -54,8 +56,8 @@ struct ServerReading {
 class ServerView {
  public:
   struct Options {
-    /// libpq URI or key=value string (the pool's DATABASE_URL).
-    std::string database_url;
+    /// The pool's DATABASE_URL.
+    DatabaseUrl database_url;
     /// application_name of the pool's connections, the filter of the query.
     std::string application_name;
     /// Value of the `pool` label.
@@ -72,7 +74,8 @@ class ServerView {
   };
 
   /// Starts the background thread when `start_thread` (tests call
-  /// read_once() themselves with false). Never throws for database errors.
+  /// read_once() themselves with false). Never throws for database errors;
+  /// throws std::invalid_argument when options.database_url is empty.
   explicit ServerView(Options options, bool start_thread = true);
   /// Stops the thread and closes the connection.
   ~ServerView();
@@ -103,8 +106,7 @@ class ServerView {
   ServerReading query();
 
   const Options options_;
-  std::string conninfo_;                    // options_.database_url with the view's settings
-  std::string password_;                    // scrubbed from logged errors
+  const DatabaseUrl url_;                   // options_.database_url with the view's settings
   std::unique_ptr<Connection> connection_;  // used by read_once() only
   bool warned_overcommit_ = false;          // used by read_once() only
   std::atomic<std::uint64_t> errors_{0};

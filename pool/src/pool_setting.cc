@@ -14,7 +14,14 @@ std::string parse_text(std::string_view text, const std::string& /*source*/) {
   return std::string(text);
 }
 
+DatabaseUrl parse_database_url(std::string_view text, const std::string& source) {
+  return DatabaseUrl::parse(text, source);
+}
+
 std::string format_value(const std::string& value) { return value; }
+// Never the password: the README and --help show defaults, and any other
+// use of format() must be as safe.
+std::string format_value(const DatabaseUrl& url) { return url.redacted(); }
 std::string format_value(std::size_t value) { return std::to_string(value); }
 std::string format_value(bool value) { return value ? "true" : "false"; }
 std::string format_value(double value) { return fmt::format("{}", value); }
@@ -62,7 +69,7 @@ constexpr PoolSetting setting(std::string_view field, Names names, std::string_v
   setting<&PoolConfig::member, &parse>(#member, __VA_ARGS__)
 
 constexpr PoolSetting kSettings[] = {
-    POOLSCOPE_SETTING(database_url, parse_text, {"DATABASE_URL", "--database.url", "URL"},
+    POOLSCOPE_SETTING(database_url, parse_database_url, {"DATABASE_URL", "--database.url", "URL"},
                       "libpq URI or key=value string; the password and sslpassword never appear "
                       "in logs, metrics, /health, MCP or errors. Prefer the variable: flags are "
                       "visible in ps",

@@ -9,7 +9,6 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "poolscope/connection.h"
 #include "poolscope/error.h"
@@ -32,61 +31,6 @@ struct RawConnectionAccess {
 template struct RawConnectionAccess<&pqxx::connection_base::raw_connection>;
 
 PGconn* raw(const pqxx::connection_base& connection) { return (connection.*raw_connection_fn())(); }
-
-struct ParsedConninfo {
-  std::vector<std::pair<std::string, std::string>> options;  // keyword, value (set ones only)
-  std::string password;
-};
-
-// Parses a URI or key=value string with libpq itself, so poolscope accepts
-// exactly what libpq accepts. Throws ConfigError without echoing the input
-// (it may contain a password).
-ParsedConninfo parse_conninfo(const std::string& url) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
-  if (options == nullptr) {
-    std::string reason = error != nullptr ? error : "out of memory";
-    if (error != nullptr) PQfreemem(error);
-    // libpq quotes the offending fragment, which may be part of a password.
-    if (const auto quote = reason.find('"'); quote != std::string::npos) reason.resize(quote);
-    while (!reason.empty() &&
-           (reason.back() == '\n' || reason.back() == ' ' || reason.back() == ':')) {
-      reason.pop_back();
-    }
-    throw ConfigError("DATABASE_URL", redact_database_url(url),
-                      fmt::format("libpq cannot parse it ({}); expected a URI such as "
-                                  "postgresql://user:password@host:5432/dbname or a key=value "
-                                  "string such as 'host=localhost dbname=app'",
-                                  reason));
-  }
-  ParsedConninfo parsed;
-  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (option->val == nullptr || *option->val == '\0') continue;
-    if (std::string_view(option->keyword) == "password") parsed.password = option->val;
-    parsed.options.emplace_back(option->keyword, option->val);
-  }
-  PQconninfoFree(options);
-  return parsed;
-}
-
-std::string quote_value(const std::string& value) {
-  std::string quoted = "'";
-  for (const char c : value) {
-    if (c == '\'' || c == '\\') quoted += '\\';
-    quoted += c;
-  }
-  quoted += '\'';
-  return quoted;
-}
-
-std::string scrub(std::string text, const std::string& secret) {
-  if (secret.empty()) return text;
-  for (std::size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at)) {
-    text.replace(at, secret.size(), "***");
-    at += 3;
-  }
-  return text;
-}
 
 std::string first_line(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
@@ -194,70 +138,54 @@ class PqxxFactory final : public ConnectionFactory {
                         "not set; expected a libpq URI such as "
                         "postgresql://user:password@host:5432/dbname or a key=value string");
     }
-    ParsedConninfo parsed = parse_conninfo(config.database_url);
-    password_ = parsed.password;
     // libpq's connect_timeout is in whole seconds and values below 2 are
     // raised to 2 by libpq itself.
     const auto connect_timeout = std::max<std::int64_t>(
         2, static_cast<std::int64_t>(std::ceil(config.init_timeout.count() / 1000.0)));
     io_timeout_ = std::chrono::milliseconds(connect_timeout * 1000);
-    bool has_timeout = false;
-    std::string startup_options;
-    for (const auto& [keyword, value] : parsed.options) {
-      if (keyword == "connect_timeout") {
-        has_timeout = true;
-      } else if (keyword == "application_name") {
-        continue;  // added below, from application_name_of()
-      } else if (keyword == "options") {
-        startup_options = value;
-        continue;
-      }
-      conninfo_ += fmt::format("{}={} ", keyword, quote_value(value));
-      if (keyword == "host" || keyword == "hostaddr" || keyword == "port" || keyword == "dbname" ||
-          keyword == "user") {
-        description_ += fmt::format("{}{}={}", description_.empty() ? "" : " ", keyword, value);
-      }
+    url_ = config.database_url.with("application_name", application_name_of(config));
+    if (!url_.has("connect_timeout")) {
+      url_ = url_.with("connect_timeout", std::to_string(connect_timeout));
     }
-    if (!has_timeout) conninfo_ += fmt::format("connect_timeout={} ", connect_timeout);
-    conninfo_ += fmt::format("application_name={} ", quote_value(application_name_of(config)));
     // statement_timeout travels in the startup packet: no extra round trip,
     // and RESET ALL / DISCARD ALL return to it.
     if (config.command_timeout.count() > 0) {
-      startup_options +=
-          fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
-                      config.command_timeout.count());
+      url_ = url_.with_server_setting("statement_timeout",
+                                      std::to_string(config.command_timeout.count()));
     }
-    if (!startup_options.empty())
-      conninfo_ += fmt::format("options={}", quote_value(startup_options));
+    for (const char* keyword : {"host", "hostaddr", "port", "dbname", "user"}) {
+      if (const auto value = url_.value(keyword)) {
+        description_ += fmt::format("{}{}={}", description_.empty() ? "" : " ", keyword, *value);
+      }
+    }
     if (description_.empty()) description_ = "(libpq defaults)";
   }
 
   std::unique_ptr<Connection> connect() override {
     try {
-      auto connection = std::make_unique<pqxx::connection>(conninfo_);
+      auto connection = std::make_unique<pqxx::connection>(url_.connection_string_with_secrets());
       auto pooled = std::make_unique<PqxxConnection>(std::move(connection), io_timeout_);
       pooled->validate(io_timeout_);
       return pooled;
     } catch (const pqxx::broken_connection& error) {
-      const std::string reason = first_line(scrub(error.what(), password_));
+      const std::string reason = first_line(url_.scrubbed(error.what()));
       if (is_authentication_failure(reason)) {
         throw Error("Database authentication failed: " + reason +
                     "; check the user and password in DATABASE_URL");
       }
       throw Error("Cannot connect to the database: " + reason);
     } catch (const Error& error) {
-      throw Error(first_line(scrub(error.what(), password_)));
+      throw Error(first_line(url_.scrubbed(error.what())));
     } catch (const std::exception& error) {
-      throw Error("Database connection failed: " + first_line(scrub(error.what(), password_)));
+      throw Error("Database connection failed: " + first_line(url_.scrubbed(error.what())));
     }
   }
 
   std::string describe() const override { return description_; }
 
  private:
-  std::string conninfo_;
+  DatabaseUrl url_;  // config.database_url with the pool's settings added
   std::string description_;
-  std::string password_;
   std::chrono::milliseconds io_timeout_{2000};
 };
 
@@ -269,40 +197,10 @@ std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config
 
 std::string application_name_of(const PoolConfig& config) {
   if (!config.application_name.empty()) return config.application_name;
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(config.database_url.c_str(), &error);
-  if (options == nullptr) {
-    if (error != nullptr) PQfreemem(error);
-    return PoolConfig::kDefaultApplicationName;
-  }
-  std::string name = PoolConfig::kDefaultApplicationName;
-  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (std::string_view(option->keyword) == "application_name" && option->val != nullptr &&
-        *option->val != '\0') {
-      name = option->val;
-    }
-  }
-  PQconninfoFree(options);
-  return name;
+  return config.database_url.value("application_name")
+      .value_or(PoolConfig::kDefaultApplicationName);
 }
 
-std::string redact_database_url(const std::string& url) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
-  if (options == nullptr) {
-    if (error != nullptr) PQfreemem(error);
-    return "<unparseable connection string>";
-  }
-  std::string redacted;
-  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    if (option->val == nullptr || *option->val == '\0') continue;
-    // libpq marks the options to hide (password, sslpassword) with dispchar "*".
-    const bool secret = option->dispchar != nullptr && option->dispchar[0] == '*';
-    redacted += fmt::format("{}{}={}", redacted.empty() ? "" : " ", option->keyword,
-                            secret ? "***" : option->val);
-  }
-  PQconninfoFree(options);
-  return redacted;
-}
+int libpq_version() noexcept { return PQlibVersion(); }
 
 }  // namespace poolscope

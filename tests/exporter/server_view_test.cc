@@ -3,9 +3,15 @@
 
 #include "server_view.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cstdint>
 #include <pqxx/pqxx>
 #include <thread>
 #include <vector>
@@ -21,20 +27,6 @@ namespace {
 using namespace std::chrono_literals;
 using poolscope::testing::eventually;
 using poolscope::testing::shared_database_url;
-
-}  // namespace
-}  // namespace poolscope::exporter
-
-namespace poolscope::testing {
-/// The suite database's password (scripts/test exports it).
-inline std::string shared_database_password() {
-  const char* password = std::getenv("POOLSCOPE_TEST_DB_PASSWORD");
-  return password != nullptr ? password : "";
-}
-}  // namespace poolscope::testing
-
-namespace poolscope::exporter {
-namespace {
 
 std::string admin_value(const std::string& sql) {
   pqxx::connection connection(shared_database_url());
@@ -65,6 +57,97 @@ ServerView::Options view_options(const std::string& application_name, std::size_
   options.pool_max_size = max_size;
   return options;
 }
+
+// Speaks PostgreSQL's protocol as far as "ready for query" (trust
+// authentication), then never answers again, like a server stopped with
+// SIGSTOP: what only a client-side deadline can end. One connection.
+class SilentServer {
+ public:
+  SilentServer() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        ::listen(listener_, 1) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      throw std::runtime_error("SilentServer: cannot listen on 127.0.0.1");
+    }
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~SilentServer() {
+    ::shutdown(listener_, SHUT_RDWR);  // wakes accept() if no client came
+    thread_.join();
+    ::close(listener_);
+  }
+
+  int port() const { return port_; }
+  /// True once the client sent something after "ready for query".
+  bool saw_query() const { return saw_query_.load(); }
+
+ private:
+  void serve() {
+    const int client = ::accept(listener_, nullptr, nullptr);
+    if (client < 0) return;
+    // SSLRequest and GSSENCRequest are declined with 'N'; then the startup packet.
+    for (;;) {
+      std::uint32_t length = 0;
+      std::uint32_t code = 0;
+      if (!read_exactly(client, &length, 4) || !read_exactly(client, &code, 4)) break;
+      std::string rest(ntohl(length) - 8, '\0');
+      if (!read_exactly(client, rest.data(), rest.size())) break;
+      if (ntohl(code) == 80877103 || ntohl(code) == 80877104) {
+        ::send(client, "N", 1, MSG_NOSIGNAL);
+        continue;
+      }
+      std::string reply;
+      message(reply, 'R', std::string("\0\0\0\0", 4));  // AuthenticationOk
+      message(reply, 'S',
+              std::string("server_version\0"
+                          "15.0\0",
+                          20));
+      message(reply, 'S',
+              std::string("client_encoding\0"
+                          "UTF8\0",
+                          21));
+      message(reply, 'K', std::string(8, '\1'));  // BackendKeyData
+      message(reply, 'Z', "I");                   // ReadyForQuery, idle
+      ::send(client, reply.data(), reply.size(), MSG_NOSIGNAL);
+      char byte = 0;
+      if (::recv(client, &byte, 1, 0) == 1) saw_query_ = true;
+      // Swallow everything until the client gives up and closes.
+      while (::recv(client, &byte, 1, 0) > 0) {
+      }
+      break;
+    }
+    ::close(client);
+  }
+
+  static bool read_exactly(int socket, void* into, std::size_t size) {
+    auto* at = static_cast<char*>(into);
+    while (size > 0) {
+      const ssize_t got = ::recv(socket, at, size, 0);
+      if (got <= 0) return false;
+      at += got;
+      size -= static_cast<std::size_t>(got);
+    }
+    return true;
+  }
+
+  static void message(std::string& into, char type, const std::string& body) {
+    const std::uint32_t length = htonl(static_cast<std::uint32_t>(body.size() + 4));
+    into += type;
+    into.append(reinterpret_cast<const char*>(&length), 4);
+    into += body;
+  }
+
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> saw_query_{false};
+  std::thread thread_;
+};
 
 std::string serialize(const ServerView& view) {
   return prometheus::TextSerializer().Serialize(view.collect());
@@ -217,10 +300,9 @@ TEST(ServerView, AFailedReadIsCountedAndDropsTheSessionSeries) {
 
 TEST(ServerView, AWrongPasswordIsCountedAndNeverLogged) {
   ServerView::Options options = view_options("sv_wrong_password");
-  const std::string password = poolscope::testing::shared_database_password();
-  ASSERT_FALSE(password.empty());
+  ASSERT_TRUE(options.database_url.has("password"));
   const std::string wrong = "pw-not-the-right-one-4711";
-  options.database_url.replace(options.database_url.find(password), password.size(), wrong);
+  options.database_url = options.database_url.with("password", wrong);
   ::testing::internal::CaptureStderr();
   ServerView view(options, /*start_thread=*/false);
   EXPECT_FALSE(view.read_once());
@@ -228,6 +310,22 @@ TEST(ServerView, AWrongPasswordIsCountedAndNeverLogged) {
   EXPECT_NE(log.find("Server view read failed"), std::string::npos) << log;
   EXPECT_EQ(log.find(wrong), std::string::npos) << log;
   EXPECT_EQ(view.error_count(), 1u);
+}
+
+TEST(ServerView, AServerThatStopsAnsweringEndsTheReadAtTheClientSideDeadline) {
+  SilentServer server;
+  ServerView::Options options = view_options("sv_silent");
+  options.database_url =
+      "host=127.0.0.1 port=" + std::to_string(server.port()) + " dbname=silent user=silent";
+  options.statement_timeout = 10ms;  // the deadline is this plus one second
+  ::testing::internal::CaptureStderr();
+  ServerView view(options, /*start_thread=*/false);
+  EXPECT_FALSE(view.read_once());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(server.saw_query());
+  EXPECT_NE(log.find("no answer within 1010 ms"), std::string::npos) << log;
+  EXPECT_EQ(view.error_count(), 1u);
+  EXPECT_FALSE(view.last_reading());
 }
 
 TEST(ServerView, TheBackgroundThreadReadsAtOnceAndStopsPromptly) {

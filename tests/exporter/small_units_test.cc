@@ -69,21 +69,6 @@ TEST(RateLimiter, ZeroBurstRefusesEverything) {
   EXPECT_FALSE(limiter.allow(RateLimiter::Clock::time_point(2s)));
 }
 
-TEST(DatabasePassword, ComesFromEveryUrlForm) {
-  EXPECT_EQ(database_password("postgresql://u:pw-1@h:5432/db"), "pw-1");
-  EXPECT_EQ(database_password("postgresql://u@h/db?password=pw-2"), "pw-2");
-  EXPECT_EQ(database_password("host=h user=u password='pw 3' dbname=db"), "pw 3");
-  EXPECT_EQ(database_password("postgresql://u@h/db"), "");
-  EXPECT_EQ(database_password("host=h password"), "");  // unparseable
-}
-
-TEST(DatabaseSecrets, AreThePasswordAndTheSslPassword) {
-  EXPECT_EQ(database_secrets("postgresql://u:pw-1@h/db?sslpassword=key-2"),
-            (std::vector<std::string>{"pw-1", "key-2"}));
-  EXPECT_EQ(database_secrets("host=h sslpassword='k 3'"), (std::vector<std::string>{"k 3"}));
-  EXPECT_TRUE(database_secrets("host=h").empty());
-}
-
 std::string masked(std::string text) {
   mask_connection_secrets(std::span<char>(text.data(), text.size()));
   return text;
@@ -134,18 +119,6 @@ TEST(ClientRateLimiter, KeepsAtMostMaxClientsBuckets) {
 TEST(ClientRateLimiter, ZeroIntervalDisablesIt) {
   ClientRateLimiter limiter(0ms, 0);
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(limiter.allow("a"));
-}
-
-TEST(ScrubSecret, ReplacesEveryOccurrence) {
-  std::string text = "pw-1 failed for pw-1@host";
-  scrub_secret(text, "pw-1");
-  EXPECT_EQ(text, "*** failed for ***@host");
-  std::string untouched = "nothing here";
-  scrub_secret(untouched, "");
-  EXPECT_EQ(untouched, "nothing here");
-  std::string overlapping = "aaaa";
-  scrub_secret(overlapping, "aa");
-  EXPECT_EQ(overlapping, "******");
 }
 
 TEST(HtmlEscape, EscapesMarkupCharacters) {

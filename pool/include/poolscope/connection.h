@@ -59,7 +59,7 @@ class ConnectionFactory {
 
 /// The libpqxx factory for `config.database_url`, with `config.command_timeout`
 /// as statement_timeout and a connect timeout so a hung server cannot block the
-/// pool forever. Throws ConfigError when the URL cannot be parsed.
+/// pool forever. Throws ConfigError when `config.database_url` is empty.
 std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config);
 
 /// The application_name every connection of a pool with `config` carries:
@@ -67,8 +67,8 @@ std::unique_ptr<ConnectionFactory> make_libpqxx_factory(const PoolConfig& config
 /// PoolConfig::kDefaultApplicationName.
 std::string application_name_of(const PoolConfig& config);
 
-/// `url` (libpq URI or key=value string) with its password replaced by "***".
-/// Returns "<unparseable connection string>" when libpq cannot parse it.
-std::string redact_database_url(const std::string& url);
+/// The version of the libpq the library runs with, as PQlibVersion() gives
+/// it (150005 for 15.5).
+int libpq_version() noexcept;
 
 }  // namespace poolscope

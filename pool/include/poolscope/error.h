@@ -32,7 +32,8 @@ class ConfigError : public Error {
   /// The name the rejected value was given under: "POOL_MAX_SIZE",
   /// "--pool.max-size", or "max_size" for a config built in code.
   const std::string& variable() const noexcept { return variable_; }
-  /// The rejected value as given (never a password: DATABASE_URL errors redact it).
+  /// The rejected value as given (never a password: DATABASE_URL errors do not
+  /// show the value).
   const std::string& value() const noexcept { return value_; }
   /// What is accepted instead, e.g. "expected a whole number".
   const std::string& accepted() const noexcept { return accepted_; }

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "poolscope/database_url.h"
+
 namespace poolscope {
 
 /// The largest max_size accepted (configuration and Pool::set_max_size()).
@@ -39,9 +41,10 @@ struct PoolConfig {
   static constexpr std::size_t kDefaultMaxSize = 10;
   static constexpr const char* kDefaultApplicationName = "poolscope";
 
-  /// libpq URI or key=value string. Its password never appears in logs,
-  /// metrics, /health or error messages. Env: DATABASE_URL.
-  std::string database_url;
+  /// libpq URI or key=value string, parsed when assigned (a string assigns
+  /// and parses). Its password never appears in logs, metrics, /health or
+  /// error messages. Env: DATABASE_URL.
+  DatabaseUrl database_url;
   /// Value of the `pool` label and of "pool" in log context; several pools in
   /// one process need distinct names. Env: POOL_NAME.
   std::string name = "default";
