@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <stdexcept>
@@ -80,8 +81,9 @@ std::string view_conninfo(const ServerView::Options& options) {
   }
   PQconninfoFree(parsed);
   const auto timeout_ms = options.statement_timeout.count();
-  const auto connect_seconds =
-      std::max<std::int64_t>(2, static_cast<std::int64_t>(std::ceil(timeout_ms / 1000.0)));
+  const auto connect_seconds = std::max<std::int64_t>(
+      2, static_cast<std::int64_t>(
+             std::ceil(std::chrono::duration<double>(options.statement_timeout).count())));
   startup_options += fmt::format("{}-c statement_timeout={}", startup_options.empty() ? "" : " ",
                                  std::max<std::int64_t>(1, timeout_ms));
   conninfo +=
@@ -140,8 +142,8 @@ ServerReading ServerView::query() {
     }
   }
   PGconn* handle = connection_->handle;
-  const char* values[] = {options_.application_name.c_str()};
-  if (PQsendQueryParams(handle, kQuery, 1, nullptr, values, nullptr, nullptr, 0) == 0) {
+  const std::array<const char*, 1> values{options_.application_name.c_str()};
+  if (PQsendQueryParams(handle, kQuery, 1, nullptr, values.data(), nullptr, nullptr, 0) == 0) {
     const std::string reason = first_line(PQerrorMessage(handle));
     connection_.reset();
     throw std::runtime_error("cannot send the query: " + reason);
@@ -273,11 +275,11 @@ std::vector<prometheus::MetricFamily> ServerView::collect() const {
   auto& sessions =
       family("server_sessions", "The pool's sessions on the server (pg_stat_activity), by state",
              MetricType::Gauge);
-  const std::pair<const char*, std::size_t> states[] = {
-      {"active", reading->active},
-      {"idle", reading->idle},
-      {"idle in transaction", reading->idle_in_transaction},
-      {"other", reading->other}};
+  const auto states = std::to_array<std::pair<const char*, std::size_t>>(
+      {{"active", reading->active},
+       {"idle", reading->idle},
+       {"idle in transaction", reading->idle_in_transaction},
+       {"other", reading->other}});
   for (const auto& [state, count] : states) {
     sample(sessions, {{"pool", pool}, {"server", reading->server}, {"state", state}},
            static_cast<double>(count));
