@@ -50,10 +50,10 @@ bool base64_decode(std::string_view text, std::string& out) {
   out.clear();
   out.reserve(text.size() / 4 * 3);
   for (std::size_t i = 0; i < text.size(); i += 4) {
-    int values[4];
+    std::array<int, 4> values{};
     int padding = 0;
-    for (int j = 0; j < 4; ++j) {
-      const unsigned char c = static_cast<unsigned char>(text[i + j]);
+    for (std::size_t j = 0; j < values.size(); ++j) {
+      const auto c = static_cast<unsigned char>(text[i + j]);
       if (c == '=' && i + 4 == text.size() && j >= 2) {
         values[j] = 0;
         ++padding;
@@ -205,7 +205,7 @@ std::string BasicAuthenticator::cache_key(std::string_view user, std::string_vie
        reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest.data(),
        &digest_size);
   OPENSSL_cleanse(message.data(), message.size());
-  return std::string(reinterpret_cast<const char*>(digest.data()), digest_size);
+  return {reinterpret_cast<const char*>(digest.data()), digest_size};
 }
 
 bool BasicAuthenticator::bcrypt_matches(std::string_view password, const std::string& hash) {

@@ -20,7 +20,7 @@ namespace {
 constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::string_view kReadOnlyMethods = "GET, HEAD, OPTIONS";
 // /mcp bodies from this size on are followed by malloc_trim (see mcp()).
-constexpr std::size_t kTrimAfterBodyBytes = 16 * 1024;
+constexpr std::size_t kTrimAfterBodyBytes = std::size_t{16} * 1024;
 
 HttpResponse text_response(int status, std::string body) {
   HttpResponse response;

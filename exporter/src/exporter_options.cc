@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <boost/version.hpp>
 #include <cctype>
 #include <cerrno>
@@ -12,11 +13,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
+#include <system_error>
 #include <vector>
 
 #include "exporter_error.h"
@@ -53,7 +54,7 @@ struct ExporterSetting {
   std::string (*format_default)(const ExporterOptions& defaults);
 };
 
-const ExporterSetting kExporterSettings[] = {
+const auto kExporterSettings = std::to_array<ExporterSetting>({
     {"--log.format", "LOG_FORMAT", "FORMAT", "Logging",
      "json (one {timestamp, level, component, message, context} object per line) or text",
      [](std::string_view text, const std::string& source, ExporterOptions& options) {
@@ -92,7 +93,7 @@ const ExporterSetting kExporterSettings[] = {
        }
      },
      [](const ExporterOptions& defaults) { return format_duration(defaults.server_view_timeout); }},
-};
+});
 
 // A flag backed by an environment variable, as given on the command line.
 struct FlagWithVariable {
@@ -137,7 +138,7 @@ std::string require_one_line(std::string text) {
 
 void check_metrics_prefix(const std::string& prefix) {
   for (std::size_t i = 0; i < prefix.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(prefix[i]);
+    const auto c = static_cast<unsigned char>(prefix[i]);
     const bool ok = std::isalpha(c) || c == '_' || c == ':' || (i > 0 && std::isdigit(c));
     if (!ok || c > 127) {
       throw UsageError(
@@ -186,24 +187,28 @@ void check_telemetry_path(const std::string& path) {
   if (path == "/health" || path == "/mcp") throw reject("that path serves another endpoint");
 }
 
+// A password file larger than this is not a password.
+constexpr std::size_t kMaxPasswordFileBytes = std::size_t{64} * 1024;
+
 // The password of --database.password-file: the file's text without one
 // trailing newline (what `echo secret > file` leaves).
 std::string read_password_file(const std::string& path, const std::string& source) {
   std::FILE* file = std::fopen(path.c_str(), "rb");
   if (file == nullptr) {
-    throw UsageError(fmt::format("cannot read {}='{}': {}", source, path, std::strerror(errno)));
+    throw UsageError(fmt::format("cannot read {}='{}': {}", source, path,
+                                 std::generic_category().message(errno)));
   }
   std::string password;
-  char buffer[4096];
-  for (std::size_t read; (read = std::fread(buffer, 1, sizeof buffer, file)) > 0;) {
-    password.append(buffer, read);
-    if (password.size() > 64 * 1024) break;
+  std::array<char, 4096> buffer{};
+  for (std::size_t read; (read = std::fread(buffer.data(), 1, buffer.size(), file)) > 0;) {
+    password.append(buffer.data(), read);
+    if (password.size() > kMaxPasswordFileBytes) break;
   }
   const bool failed = std::ferror(file) != 0;
   std::fclose(file);
-  OPENSSL_cleanse(buffer, sizeof buffer);
+  OPENSSL_cleanse(buffer.data(), buffer.size());
   if (failed) throw UsageError(fmt::format("cannot read {}='{}': read error", source, path));
-  if (password.size() > 64 * 1024) {
+  if (password.size() > kMaxPasswordFileBytes) {
     throw UsageError(
         fmt::format("invalid {}='{}': larger than 64 KiB; expected a password", source, path));
   }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <ctime>
 #include <optional>
 
@@ -48,9 +49,9 @@ std::string iso8601_utc(std::chrono::system_clock::time_point time) {
   const std::time_t calendar = std::chrono::system_clock::to_time_t(seconds);
   std::tm utc{};
   gmtime_r(&calendar, &utc);
-  char date[32];
-  const std::size_t length = std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &utc);
-  return fmt::format("{}.{:03d}Z", std::string_view(date, length), millis);
+  std::array<char, 32> date{};
+  const std::size_t length = std::strftime(date.data(), date.size(), "%Y-%m-%dT%H:%M:%S", &utc);
+  return fmt::format("{}.{:03d}Z", std::string_view(date.data(), length), millis);
 }
 
 std::string_view database_status(const PoolStatistics& stats) noexcept {

@@ -4,6 +4,7 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -61,6 +62,7 @@ bool has_token(std::string_view list, std::string_view token) {
 }
 
 using Request = http::request<http::string_body>;
+using Parser = http::request_parser<http::string_body>;
 
 // Whether the connection stays open after the response; the Connection header
 // sent says the same. The server also closes after every 401, so a client
@@ -215,10 +217,9 @@ class HttpServer::Impl {
   int port() const noexcept { return bound_.empty() ? 0 : bound_.front().port; }
   const std::vector<ListenAddress>& listening() const noexcept { return bound_; }
 
+ private:
   const Options options_;
   const Handler handler_;
-
- private:
   friend class Session;
 
   void listen(const ListenAddress& address);
@@ -226,7 +227,7 @@ class HttpServer::Impl {
   void on_accept(std::size_t acceptor_index, tcp::socket socket);
   bool make_room();
   void begin_stop();
-  void session_ended();
+  void session_ended() noexcept;
 
   std::vector<ListenAddress> bound_;  // immutable after construction
   std::list<Session*> sessions_;      // in accept order, oldest first
@@ -306,6 +307,13 @@ class HttpServer::Impl::StreamSession : public Session,
  private:
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
 
+  // The parser of the request being read: read_header() creates it before any
+  // handler that asks for it can run.
+  Parser& parser() {
+    if (!parser_) throw std::logic_error("HTTP session: no request is being read");
+    return *parser_;
+  }
+
   // The client's IP address ("" when the socket is gone); an IPv4 client of
   // a dual-stack socket as plain IPv4, so per-client limits see one address.
   std::string remote_address() {
@@ -321,18 +329,18 @@ class HttpServer::Impl::StreamSession : public Session,
 
   void read_header(std::chrono::milliseconds deadline) {
     state_ = State::kReadingHeader;
-    parser_.emplace();
-    parser_->header_limit(static_cast<std::uint32_t>(server_.options_.max_header_bytes));
-    parser_->body_limit(server_.options_.max_body_bytes);
+    Parser& next = parser_.emplace();
+    next.header_limit(static_cast<std::uint32_t>(server_.options_.max_header_bytes));
+    next.body_limit(server_.options_.max_body_bytes);
     lowest().expires_after(deadline);
-    http::async_read_header(stream_, buffer_, *parser_,
+    http::async_read_header(stream_, buffer_, next,
                             [self = this->shared_from_this()](
                                 beast::error_code error, std::size_t) { self->on_header(error); });
   }
 
   void on_header(beast::error_code error) {
     if (error) return refuse_unreadable(error);
-    const Request& request = parser_->get();
+    const Request& request = parser().get();
     if (request.version() != 10 && request.version() != 11) {
       return refuse(plain(505, "505 HTTP version not supported: use HTTP/1.1\n"));
     }
@@ -349,7 +357,7 @@ class HttpServer::Impl::StreamSession : public Session,
     if (content_lengths > 1) {
       return refuse(plain(400, "400 bad request: more than one Content-Length header\n"));
     }
-    if (parser_->is_done()) return dispatch();
+    if (parser().is_done()) return dispatch();
     state_ = State::kReadingBody;
     if (has_token(view(request[http::field::expect]), "100-continue")) {
       // A client waiting for 100 Continue would otherwise wait out its own timer.
@@ -368,7 +376,7 @@ class HttpServer::Impl::StreamSession : public Session,
 
   void read_body() {
     lowest().expires_after(server_.options_.request_timeout);
-    http::async_read(stream_, buffer_, *parser_,
+    http::async_read(stream_, buffer_, parser(),
                      [self = this->shared_from_this()](beast::error_code error, std::size_t) {
                        if (error) return self->refuse_unreadable(error);
                        self->dispatch();
@@ -425,7 +433,7 @@ class HttpServer::Impl::StreamSession : public Session,
   void dispatch() {
     state_ = State::kHandling;
     lowest().expires_never();
-    Request& message = parser_->get();
+    Request& message = parser().get();
     HttpRequest request;
     request.method = std::string(view(message.method_string()));
     const bool head_only = message.method() == http::verb::head;
@@ -466,7 +474,7 @@ class HttpServer::Impl::StreamSession : public Session,
   }
 
   void respond(const HttpResponse& response, bool head_only) {
-    const Request& request = parser_->get();
+    const Request& request = parser().get();
     const bool keep_alive = !server_.stopping_ && keeps_alive(request, response.status);
     write(serialise(response, request.version(), head_only, keep_alive), keep_alive);
   }
@@ -518,9 +526,9 @@ class HttpServer::Impl::StreamSession : public Session,
 
   Stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<Parser> parser_;
   std::string out_;
-  char scratch_[4096];
+  std::array<char, 4096> scratch_{};
 };
 
 HttpServer::Impl::Impl(Options options, Handler handler)
@@ -688,8 +696,14 @@ void HttpServer::Impl::begin_stop() {
   session_ended();
 }
 
-void HttpServer::Impl::session_ended() {
-  if (stopping_ && sessions_.empty()) drain_timer_.cancel();
+// ~Session calls this, so it must not throw: a timer that cannot be
+// cancelled still ends the drain at its deadline.
+void HttpServer::Impl::session_ended() noexcept {
+  if (!stopping_ || !sessions_.empty()) return;
+  try {
+    drain_timer_.cancel();
+  } catch (const boost::system::system_error&) {
+  }
 }
 
 HttpServer::HttpServer(Options options, Handler handler)

@@ -53,7 +53,7 @@ class HttpServer {
     int worker_threads = 16;
     std::size_t max_body_bytes = std::size_t{1} << 20;
     /// Longest request line plus headers; longer gets 431.
-    std::size_t max_header_bytes = 16 * 1024;
+    std::size_t max_header_bytes = std::size_t{16} * 1024;
     /// Most header fields in one request; more get 431.
     std::size_t max_header_fields = 64;
     /// Time a client has from connecting (or from the previous response) to

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -15,11 +16,16 @@ namespace {
 using nlohmann::json;
 
 // The alerts of rules/codebase-mcp-pool.yml; each has a runbook of its name.
-constexpr std::string_view kAlerts[] = {
-    "ConnectionPoolNoConnections", "ConnectionPoolUnhealthy",     "ConnectionPoolExhausted",
-    "ConnectionPoolLeak",          "ConnectionPoolHighLatency",   "ConnectionPoolDegraded",
-    "ConnectionPoolLowCapacity",   "ConnectionPoolFullyUtilized",
-};
+constexpr auto kAlerts = std::to_array<std::string_view>({
+    "ConnectionPoolNoConnections",
+    "ConnectionPoolUnhealthy",
+    "ConnectionPoolExhausted",
+    "ConnectionPoolLeak",
+    "ConnectionPoolHighLatency",
+    "ConnectionPoolDegraded",
+    "ConnectionPoolLowCapacity",
+    "ConnectionPoolFullyUtilized",
+});
 
 constexpr std::string_view kStyle = R"(<style>
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:60em;padding:0 1em;color:#1f2328}
@@ -164,7 +170,7 @@ std::string html_escape(std::string_view text) {
 std::string render_landing_page(const LandingPageInfo& info, const PoolStatistics& stats,
                                 const json& health, bool shutting_down) {
   std::string out;
-  out.reserve(12 * 1024);
+  out.reserve(std::size_t{12} * 1024);
   auto to = std::back_inserter(out);
   const std::string health_name(to_string(stats.health));
   const std::string state_name(to_string(stats.state));

@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 #include <prometheus/registry.h>
 #include <pthread.h>
-#include <signal.h>
+#include <signal.h>  // NOLINT(modernize-deprecated-headers): sigwait etc. are POSIX, not <csignal>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
@@ -368,6 +368,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> arguments(argv, argv + argc);
   hide_secrets_in_arguments(argc, argv);
   std::vector<const char*> argument_pointers;
+  argument_pointers.reserve(arguments.size());
   for (const std::string& argument : arguments) argument_pointers.push_back(argument.c_str());
 
   ExporterOptions options;

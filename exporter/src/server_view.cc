@@ -55,8 +55,9 @@ DatabaseUrl view_url(const ServerView::Options& options) {
     throw std::invalid_argument("the server view needs a DATABASE_URL");
   }
   const auto timeout_ms = options.statement_timeout.count();
-  const auto connect_seconds =
-      std::max<std::int64_t>(2, static_cast<std::int64_t>(std::ceil(timeout_ms / 1000.0)));
+  const auto connect_seconds = std::max<std::int64_t>(
+      2, static_cast<std::int64_t>(
+             std::ceil(std::chrono::duration<double>(options.statement_timeout).count())));
   return options.database_url.with("application_name", kViewApplicationName)
       .with("connect_timeout", std::to_string(connect_seconds))
       .with_server_setting("statement_timeout",
@@ -259,11 +260,11 @@ std::vector<prometheus::MetricFamily> ServerView::collect() const {
   auto& sessions =
       family("server_sessions", "The pool's sessions on the server (pg_stat_activity), by state",
              MetricType::Gauge);
-  const std::pair<const char*, std::size_t> states[] = {
-      {"active", reading->active},
-      {"idle", reading->idle},
-      {"idle in transaction", reading->idle_in_transaction},
-      {"other", reading->other}};
+  const auto states = std::to_array<std::pair<const char*, std::size_t>>(
+      {{"active", reading->active},
+       {"idle", reading->idle},
+       {"idle in transaction", reading->idle_in_transaction},
+       {"other", reading->other}});
   for (const auto& [state, count] : states) {
     sample(sessions, {{"pool", pool}, {"server", reading->server}, {"state", state}},
            static_cast<double>(count));

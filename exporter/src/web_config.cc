@@ -7,12 +7,12 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
 #include <sstream>
+#include <system_error>
 
 #include "exporter_error.h"
 #include "poolscope/error.h"
@@ -319,6 +319,7 @@ void read_http(const Reader& reader, const yaml_node_t* section, WebConfig& conf
           return;
         }
         std::vector<std::string_view> header_names;
+        header_names.reserve(kHeaderRules.size());
         for (const HeaderRule& rule : kHeaderRules) header_names.push_back(rule.name);
         const std::string accepted = fmt::format("{}", fmt::join(header_names, ", "));
         reader.for_each_entry(
@@ -414,7 +415,7 @@ WebConfig WebConfig::load_file(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) {
     throw UsageError(fmt::format("invalid --web.config.file {}: cannot read it: {}", path,
-                                 std::strerror(errno)));
+                                 std::generic_category().message(errno)));
   }
   std::ostringstream content;
   content << file.rdbuf();
@@ -445,7 +446,7 @@ std::string read_pem(const std::string& file, const std::string& inline_pem, con
   std::ifstream input(file, std::ios::binary);
   if (!input) {
     throw UsageError(fmt::format("--web.config.file: tls_server_config.{}: cannot read {}: {}", key,
-                                 file, std::strerror(errno)));
+                                 file, std::generic_category().message(errno)));
   }
   std::ostringstream content;
   content << input.rdbuf();

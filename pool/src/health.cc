@@ -15,8 +15,8 @@ HealthStatus evaluate_health(const PoolStatistics& stats, const HealthThresholds
   if (stats.total_connections == 0 || stats.max_size == 0) return HealthStatus::kUnhealthy;
   // Headroom against what the pool may still grow to, not idle/total: a
   // two-connection pool running one query has plenty of capacity left.
-  const double max_size = static_cast<double>(stats.max_size);
-  const double active = static_cast<double>(std::min(stats.active_connections, stats.max_size));
+  const auto max_size = static_cast<double>(stats.max_size);
+  const auto active = static_cast<double>(std::min(stats.active_connections, stats.max_size));
   const double headroom = (max_size - active) / max_size;
   if (headroom < thresholds.degraded_headroom) return HealthStatus::kUnhealthy;
   if (headroom < thresholds.healthy_headroom) return HealthStatus::kDegraded;

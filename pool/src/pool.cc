@@ -483,7 +483,7 @@ void PoolCore::notify_created_observers(nanoseconds took) noexcept {
 
 // ---------------------------------------------------------------- Pool facade
 
-Pool::Pool(PoolConfig config)
+Pool::Pool(const PoolConfig& config)
     : Pool(config, std::shared_ptr<ConnectionFactory>(make_libpqxx_factory(config)),
            Clock::system()) {}
 
@@ -504,13 +504,13 @@ Pool::~Pool() { detail::PoolCore::destroy(core_); }
 __attribute__((noinline)) PooledConnection Pool::acquire(std::source_location site) {
   detail::Slot* slot =
       core_->acquire(core_->config().acquire_timeout, site, __builtin_return_address(0));
-  return PooledConnection(core_, slot);
+  return {core_, slot};
 }
 
 __attribute__((noinline)) PooledConnection Pool::acquire(std::chrono::milliseconds timeout,
                                                          std::source_location site) {
   detail::Slot* slot = core_->acquire(timeout, site, __builtin_return_address(0));
-  return PooledConnection(core_, slot);
+  return {core_, slot};
 }
 
 bool Pool::wait_until_ready() { return core_->wait_until_ready(); }

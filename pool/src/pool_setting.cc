@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 
 #include "poolscope/error.h"
@@ -68,7 +69,7 @@ constexpr PoolSetting setting(std::string_view field, Names names, std::string_v
 #define POOLSCOPE_SETTING(member, parse, ...) \
   setting<&PoolConfig::member, &parse>(#member, __VA_ARGS__)
 
-constexpr PoolSetting kSettings[] = {
+constexpr auto kSettings = std::to_array<PoolSetting>({
     POOLSCOPE_SETTING(database_url, parse_database_url, {"DATABASE_URL", "--database.url", "URL"},
                       "libpq URI or key=value string; the password and sslpassword never appear "
                       "in logs, metrics, /health, MCP or errors. Prefer the variable: flags are "
@@ -155,7 +156,7 @@ constexpr PoolSetting kSettings[] = {
                       "degraded"),
     POOLSCOPE_SETTING(log_level, parse_log_level, {"LOG_LEVEL", "--log.level", "LEVEL"},
                       "threshold of log lines: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
-};
+});
 
 #undef POOLSCOPE_SETTING
 

@@ -141,7 +141,8 @@ class PqxxFactory final : public ConnectionFactory {
     // libpq's connect_timeout is in whole seconds and values below 2 are
     // raised to 2 by libpq itself.
     const auto connect_timeout = std::max<std::int64_t>(
-        2, static_cast<std::int64_t>(std::ceil(config.init_timeout.count() / 1000.0)));
+        2, static_cast<std::int64_t>(
+               std::ceil(std::chrono::duration<double>(config.init_timeout).count())));
     io_timeout_ = std::chrono::milliseconds(connect_timeout * 1000);
     url_ = config.database_url.with("application_name", application_name_of(config));
     if (!url_.has("connect_timeout")) {

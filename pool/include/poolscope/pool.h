@@ -30,7 +30,7 @@ class Pool {
  public:
   /// A pool on config.database_url through libpqxx, with the real clock.
   /// Throws ConfigError when the configuration is invalid.
-  explicit Pool(PoolConfig config);
+  explicit Pool(const PoolConfig& config);
 
   /// A pool with an injected connection factory and clock (tests, custom drivers).
   Pool(PoolConfig config, std::shared_ptr<ConnectionFactory> factory, std::shared_ptr<Clock> clock);
