@@ -18,7 +18,8 @@ using std::chrono::duration;
 void PoolCore::set_max_size(std::size_t max_size) {
   if (max_size < 1 || max_size > kMaxPoolSize) {
     throw ConfigError("max_size", std::to_string(max_size),
-                      fmt::format("expected a whole number from 1 to {}", kMaxPoolSize));
+                      fmt::format("expected a whole number from 1 to {}", kMaxPoolSize),
+                      "max_size");
   }
   std::vector<std::unique_ptr<Slot>> doomed;
   std::optional<std::pair<PoolState, PoolState>> transition;
@@ -29,7 +30,8 @@ void PoolCore::set_max_size(std::size_t max_size) {
     if (max_size < min_size_) {
       throw ConfigError(
           "max_size", std::to_string(max_size),
-          fmt::format("must not be below min_size ({}); lower min_size first", min_size_));
+          fmt::format("must not be below min_size ({}); lower min_size first", min_size_),
+          "max_size");
     }
     // release() puts connections back without allocating.
     slots_.reserve(max_size);
@@ -58,7 +60,8 @@ void PoolCore::set_min_size(std::size_t min_size) {
     if (min_size > max_size_) {
       throw ConfigError(
           "min_size", std::to_string(min_size),
-          fmt::format("must not exceed max_size ({}); raise max_size first", max_size_));
+          fmt::format("must not exceed max_size ({}); raise max_size first", max_size_),
+          "min_size");
     }
     previous = min_size_;
     min_size_ = min_size;

@@ -136,7 +136,8 @@ class PqxxFactory final : public ConnectionFactory {
     if (config.database_url.empty()) {
       throw ConfigError("DATABASE_URL", "",
                         "not set; expected a libpq URI such as "
-                        "postgresql://user:password@host:5432/dbname or a key=value string");
+                        "postgresql://user:password@host:5432/dbname or a key=value string",
+                        "database_url");
     }
     // libpq's connect_timeout is in whole seconds and values below 2 are
     // raised to 2 by libpq itself.

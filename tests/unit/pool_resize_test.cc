@@ -156,18 +156,19 @@ TEST_F(PoolResizeTest, InvalidSizesAreRejectedWithTheReason) {
     try {
       call();
     } catch (const ConfigError& error) {
-      return error.what();
+      // A run-time resize names the field it was for, like a config built in code.
+      return error.field() + ": " + error.what();
     }
     return "no ConfigError";
   };
   EXPECT_EQ(message_of([&] { pool->set_max_size(0); }),
-            "invalid max_size='0': expected a whole number from 1 to 10000");
+            "max_size: invalid max_size='0': expected a whole number from 1 to 10000");
   EXPECT_EQ(message_of([&] { pool->set_max_size(10001); }),
-            "invalid max_size='10001': expected a whole number from 1 to 10000");
+            "max_size: invalid max_size='10001': expected a whole number from 1 to 10000");
   EXPECT_EQ(message_of([&] { pool->set_max_size(1); }),
-            "invalid max_size='1': must not be below min_size (2); lower min_size first");
+            "max_size: invalid max_size='1': must not be below min_size (2); lower min_size first");
   EXPECT_EQ(message_of([&] { pool->set_min_size(5); }),
-            "invalid min_size='5': must not exceed max_size (4); raise max_size first");
+            "min_size: invalid min_size='5': must not exceed max_size (4); raise max_size first");
   const auto s = pool->get_statistics();
   EXPECT_EQ(s.min_size, 2u);
   EXPECT_EQ(s.max_size, 4u);
