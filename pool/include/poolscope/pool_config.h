@@ -35,7 +35,8 @@ enum class QueuePolicy {
 ///
 /// A plain value: copy it, change fields, then hand it to Pool, which calls
 /// validate(). from_env() reads the variables that pool_settings()
-/// (poolscope/pool_setting.h) lists and validates the result.
+/// (poolscope/pool_setting.h) lists and validates the result; that table is
+/// the one place that names each field's variable, flag and default text.
 struct PoolConfig {
   static constexpr std::size_t kDefaultMinSize = 2;
   static constexpr std::size_t kDefaultMaxSize = 10;
@@ -43,78 +44,72 @@ struct PoolConfig {
 
   /// libpq URI or key=value string, parsed when assigned (a string assigns
   /// and parses). Its password never appears in logs, metrics, /health or
-  /// error messages. Env: DATABASE_URL.
+  /// error messages.
   DatabaseUrl database_url;
   /// Value of the `pool` label and of "pool" in log context; several pools in
-  /// one process need distinct names. Env: POOL_NAME.
+  /// one process need distinct names.
   std::string name = "default";
   /// application_name of every connection, which is how the server
   /// (pg_stat_activity) and the exporter's server view tell this pool's
   /// sessions apart. Empty: the application_name of database_url, or
   /// kDefaultApplicationName when the URL sets none. Non-empty wins over the
   /// URL. Printable ASCII, at most 63 bytes (PostgreSQL truncates longer
-  /// names). Env: POOL_APPLICATION_NAME.
+  /// names).
   std::string application_name;
-  /// Connections kept open even when idle. Env: POOL_MIN_SIZE.
+  /// Connections kept open even when idle.
   std::size_t min_size = kDefaultMinSize;
-  /// Upper bound on open connections; at least 1 and at least min_size. Env: POOL_MAX_SIZE.
+  /// Upper bound on open connections; at least 1 and at least min_size.
   std::size_t max_size = kDefaultMaxSize;
-  /// How long acquire() waits for a connection before AcquireTimeout. Env: POOL_ACQUIRE_TIMEOUT.
+  /// How long acquire() waits for a connection before AcquireTimeout.
   std::chrono::milliseconds acquire_timeout = std::chrono::seconds{30};
   /// Time allowed to open min_size connections at start; also libpq's connect
-  /// timeout (rounded up to whole seconds, at least 2). Env: POOL_INIT_TIMEOUT.
+  /// timeout (rounded up to whole seconds, at least 2).
   std::chrono::milliseconds init_timeout = std::chrono::seconds{2};
-  /// Connections older than this (minus up to 10 % jitter) are recycled. Env:
-  /// POOL_MAX_CONNECTION_LIFETIME.
+  /// Connections older than this (minus up to 10 % jitter) are recycled.
   std::chrono::milliseconds max_connection_lifetime = std::chrono::seconds{3600};
-  /// Idle connections above min_size are closed after this. Env: POOL_MAX_IDLE_TIME.
+  /// Idle connections above min_size are closed after this.
   std::chrono::milliseconds max_idle_time = std::chrono::seconds{300};
-  /// statement_timeout set on every connection; 0 disables it. Env: POOL_COMMAND_TIMEOUT.
+  /// statement_timeout set on every connection; 0 disables it.
   std::chrono::milliseconds command_timeout = std::chrono::seconds{60};
-  /// Warn about connections held longer than leak_detection_timeout. Env:
-  /// POOL_ENABLE_LEAK_DETECTION.
+  /// Warn about connections held longer than leak_detection_timeout.
   bool enable_leak_detection = true;
-  /// Env: POOL_LEAK_DETECTION_TIMEOUT.
   std::chrono::milliseconds leak_detection_timeout = std::chrono::seconds{30};
-  /// How long shutdown() waits for active connections. Env: POOL_SHUTDOWN_TIMEOUT.
+  /// How long shutdown() waits for active connections.
   std::chrono::milliseconds shutdown_timeout = std::chrono::seconds{30};
   /// An idle connection unused for longer than this is checked with SELECT 1
-  /// before it is handed out. Env: POOL_VALIDATION_IDLE_THRESHOLD.
+  /// before it is handed out.
   std::chrono::milliseconds validation_idle_threshold = std::chrono::seconds{1};
   /// An idle connection whose last use ended longer ago than this is probed
   /// before hand-out: one non-blocking poll(2) of its socket, which catches a
   /// backend killed while the connection sat idle (pg_terminate_backend, a
   /// server restart). A connection used more recently is handed out without
-  /// it; 0 probes every hand-out. Env: POOL_PROBE_IDLE_THRESHOLD.
+  /// it; 0 probes every hand-out.
   std::chrono::milliseconds probe_idle_threshold = std::chrono::milliseconds{1};
-  /// Who gets a connection under contention. Env: POOL_QUEUE_POLICY
-  /// (barging or fifo).
+  /// Who gets a connection under contention (barging or fifo).
   QueuePolicy queue_policy = QueuePolicy::kBarging;
   /// Under the barging policy, how long the longest waiter may wait before
   /// returned connections are handed to waiters in arrival order again.
-  /// Ignored by fifo. Env: POOL_BARGING_WAIT_BOUND.
+  /// Ignored by fifo.
   std::chrono::milliseconds barging_wait_bound = std::chrono::milliseconds{1};
   /// How often the background task validates one idle connection (and so
-  /// notices an outage without traffic). Env: POOL_HEALTH_CHECK_INTERVAL.
+  /// notices an outage without traffic).
   std::chrono::milliseconds health_check_interval = std::chrono::seconds{5};
   /// Headroom ((max_size - active) / max_size) at or above which the pool is
-  /// healthy. Env: POOL_HEALTHY_HEADROOM.
+  /// healthy.
   double healthy_headroom = 0.8;
   /// Headroom below which the pool is unhealthy; between the two it is
-  /// degraded. Env: POOL_DEGRADED_HEADROOM.
+  /// degraded.
   double degraded_headroom = 0.5;
   /// A wait longer than this within the health window makes the pool degraded.
-  /// Env: POOL_DEGRADED_WAIT_THRESHOLD.
   std::chrono::milliseconds degraded_wait_threshold = std::chrono::milliseconds{100};
   /// Window for "recent errors" and recent peaks (health, peak gauges); whole
-  /// seconds from 1 s to 600 s. Env: POOL_HEALTH_WINDOW.
+  /// seconds from 1 s to 600 s.
   std::chrono::seconds health_window = std::chrono::seconds{60};
   /// Delays between reconnection attempts; the last one repeats.
-  /// Env: POOL_RECONNECT_BACKOFF (comma-separated, e.g. 1s,2s,4s,8s,16s).
   std::vector<std::chrono::milliseconds> reconnect_backoff = {
       std::chrono::seconds{1}, std::chrono::seconds{2}, std::chrono::seconds{4},
       std::chrono::seconds{8}, std::chrono::seconds{16}};
-  /// Threshold for log lines. Env: LOG_LEVEL (DEBUG, INFO, WARNING, ERROR, CRITICAL).
+  /// Threshold for log lines.
   LogLevel log_level = LogLevel::kInfo;
 
   /// How a field is called in error messages: given a field name such as
