@@ -84,6 +84,17 @@ def raw_exchange(port, data, timeout=10):
         return b"".join(chunks)
 
 
+def read_response(sock):
+    """Reads one response from `sock`: until it is complete or the peer closes."""
+    data = b""
+    while not raw_response_complete(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def raw_response_complete(data):
     head, separator, body = data.partition(b"\r\n\r\n")
     if not separator:

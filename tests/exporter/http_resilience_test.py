@@ -69,12 +69,7 @@ def timed_get(port, path, timeout=2.0, host="127.0.0.1"):
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                          "Connection: close\r\n\r\n".encode())
-            data = b""
-            while not harness.raw_response_complete(data):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = harness.read_response(sock)
         return harness.status_of(data), time.monotonic() - start
     except OSError:
         return None, time.monotonic() - start
@@ -346,9 +341,7 @@ class HttpResilienceTest(unittest.TestCase):
             for _ in range(500):
                 sock = socket.create_connection(("127.0.0.1", exporter.port), timeout=10)
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                data = b""
-                while not harness.raw_response_complete(data):
-                    data += sock.recv(65536)
+                data = harness.read_response(sock)
                 self.assertIn(b"Connection: keep-alive", data)
                 hogs.append(sock)
             try:
@@ -480,12 +473,7 @@ class HttpResilienceTest(unittest.TestCase):
                 exporter.process.send_signal(signal.SIGTERM)
                 time.sleep(0.3)
                 sock.sendall(body[10:])
-                data = b""
-                while not harness.raw_response_complete(data):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = harness.read_response(sock)
             self.assertEqual(harness.status_of(data), 200, data[:200])
             self.assertIn(b"Connection: close", data)
             self.assertIn(b'"result"', data)
