@@ -1,11 +1,13 @@
 #include "poolscope/clock.h"
 
+#include "tsc_clock.h"
+
 namespace poolscope {
 namespace {
 
 class SystemClock final : public Clock {
  public:
-  time_point now() const noexcept override { return std::chrono::steady_clock::now(); }
+  time_point now() const noexcept override { return detail::fast_steady_now(); }
   std::chrono::system_clock::time_point wall_now() const noexcept override {
     return std::chrono::system_clock::now();
   }

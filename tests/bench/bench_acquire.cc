@@ -118,6 +118,13 @@ void floor_steady_clock(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// The clock the pool reads (twice per cycle): Clock::system().
+void floor_pool_clock(benchmark::State& state) {
+  const auto clock = poolscope::Clock::system();
+  for (auto _ : state) benchmark::DoNotOptimize(clock->now());
+  state.SetItemsProcessed(state.iterations());
+}
+
 struct LockedDeque {
   std::mutex mutex;
   std::deque<int> items{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
@@ -162,6 +169,7 @@ int run(int argc, char** argv) {
   LockedDeque deque;
 
   add("floor/steady_clock_now", floor_steady_clock);
+  add("floor/pool_clock_now", floor_pool_clock);
   add("floor/locked_deque_pop_push", floor_locked_deque, &deque);
   add("naive_mutex_condvar", cycle_naive, &naive);
   add("poolscope/metrics_off/leak_off", cycle_poolscope, bare.pool.get());

@@ -645,7 +645,7 @@ def print_table(bench, elapsed):
         table_header(header)
         targets = {"poolscope/metrics_off/leak_off": 100.0, "poolscope/metrics_off/leak_on": 100.0,
                    "poolscope/metrics_on/leak_off": 150.0, "poolscope/metrics_on/leak_on": 150.0}
-        for base in ("floor/steady_clock_now", "floor/locked_deque_pop_push", "naive_mutex_condvar",
+        for base in ("floor/steady_clock_now", "floor/pool_clock_now", "floor/locked_deque_pop_push", "naive_mutex_condvar",
                      "poolscope/metrics_off/leak_off", "poolscope/metrics_off/leak_on",
                      "poolscope/metrics_on/leak_off", "poolscope/metrics_on/leak_on"):
             one = micro.get((base, 1), {})
