@@ -122,9 +122,9 @@ class TickClock {
     const std::uint64_t span_ticks = pair.ticks - last_.ticks;
     if (pair.ticks <= last_.ticks || span_ticks == 0) return give_up(pair.ns);
     publish(Line{pair.ns, pair.ticks, slope(span_ns, span_ticks)});
-    period_ticks_.store(static_cast<std::int64_t>(static_cast<Int128>(span_ticks) *
-                                                  kAnchorPeriod / span_ns),
-                        std::memory_order_relaxed);
+    period_ticks_.store(
+        static_cast<std::int64_t>(static_cast<Int128>(span_ticks) * kAnchorPeriod / span_ns),
+        std::memory_order_relaxed);
     last_ = pair;
     state_.store(kTicking, std::memory_order_release);
     return pair.ns;

@@ -127,8 +127,9 @@ TEST(FastSteadyNow, StaysWithSteadyClockAndNeverGoesBack) {
         if (read < previous) ++went_back;
         previous = read;
         // Outside [before, after] only by the line's error.
-        const auto off = read < before ? before - read : read > after ? read - after
-                                                                       : std::chrono::nanoseconds(0);
+        const auto off = read < before  ? before - read
+                         : read > after ? read - after
+                                        : std::chrono::nanoseconds(0);
         const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(off).count();
         std::int64_t seen = worst_ns.load();
         while (ns > seen && !worst_ns.compare_exchange_weak(seen, ns)) {
