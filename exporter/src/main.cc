@@ -2,7 +2,6 @@
 // on one port. See `poolscope-exporter --help`.
 
 #include <fmt/format.h>
-#include <prometheus/registry.h>
 #include <pthread.h>
 #include <signal.h>  // NOLINT(modernize-deprecated-headers): sigwait etc. are POSIX, not <csignal>
 #include <sys/prctl.h>
@@ -197,9 +196,8 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
         std::make_unique<RateLimiter>(web_config.rate_limit_interval, web_config.rate_limit_burst);
   }
 
-  auto registry = std::make_shared<prometheus::Registry>();
   PoolMetrics metrics(
-      registry, MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION, options.metrics_naming});
+      MetricsOptions{options.metrics_prefix, POOLSCOPE_VERSION, options.metrics_naming});
   Pool pool(options.pool);
   metrics.add(pool);
   std::unique_ptr<ServerView> server_view;
@@ -225,11 +223,8 @@ int serve(const ExporterOptions& options, const sigset_t& handled_signals) {
   };
   Endpoints::Sources sources;
   sources.statistics = statistics;
-  sources.metrics = [&registry, &metrics, &server_view] {
-    std::vector<prometheus::MetricFamily> families = registry->Collect();
-    std::vector<prometheus::MetricFamily> snapshot = metrics.Collect();
-    families.insert(families.end(), std::make_move_iterator(snapshot.begin()),
-                    std::make_move_iterator(snapshot.end()));
+  sources.metrics = [&metrics, &server_view] {
+    std::vector<prometheus::MetricFamily> families = metrics.Collect();
     if (server_view) {
       std::vector<prometheus::MetricFamily> server = server_view->collect();
       families.insert(families.end(), std::make_move_iterator(server.begin()),

@@ -1,12 +1,10 @@
 #include "poolscope/pool_metrics.h"
 
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
-
 #include <algorithm>
 #include <cctype>
 #include <stdexcept>
 
+#include "latency_histogram.h"
 #include "poolscope/error.h"
 #include "poolscope/pool.h"
 #include "thread_annotations.h"
@@ -23,36 +21,36 @@ const std::vector<double> kHoldBuckets = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.
 const std::vector<double> kCreateBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                             0.25,  0.5,    1,     2.5,  5,     10};
 
-double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
-
 double unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
-// The histograms of one pool under one naming.
+// One pool's duration histograms, published under every naming in use.
 struct PoolHistograms {
-  prometheus::Histogram* acquisition = nullptr;
-  prometheus::Histogram* hold = nullptr;
-  prometheus::Histogram* create = nullptr;
+  detail::LatencyHistogram acquisition{PoolMetrics::acquisition_buckets()};
+  detail::LatencyHistogram hold{kHoldBuckets};
+  detail::LatencyHistogram create{kCreateBuckets};
 };
 
-// Feeds one pool's histograms (one set per published naming) from its hot path.
+// Feeds one pool's histograms from its hot path.
 class HistogramObserver final : public PoolObserver {
  public:
-  explicit HistogramObserver(std::vector<PoolHistograms> sets) : sets_(std::move(sets)) {}
+  explicit HistogramObserver(std::shared_ptr<PoolHistograms> histograms)
+      : histograms_(std::move(histograms)) {}
 
   void on_acquired(std::chrono::nanoseconds waited) noexcept override {
-    for (auto& set : sets_) set.acquisition->Observe(seconds(waited));
+    histograms_->acquisition.observe(waited);
   }
   void on_released(std::chrono::nanoseconds held) noexcept override {
-    for (auto& set : sets_) set.hold->Observe(seconds(held));
+    histograms_->hold.observe(held);
   }
   void on_connection_created(std::chrono::nanoseconds took) noexcept override {
-    for (auto& set : sets_) set.create->Observe(seconds(took));
+    histograms_->create.observe(took);
   }
 
  private:
-  const std::vector<PoolHistograms> sets_;
+  // Shared: the pool keeps a removed observer alive, and with it these.
+  const std::shared_ptr<PoolHistograms> histograms_;
 };
 
 // Builds the snapshot families in a fixed order, one series per pool.
@@ -62,12 +60,6 @@ class FamilyBuilder {
 
   void add(const std::string& name, const std::string& help, MetricType type,
            std::vector<ClientMetric::Label> labels, double value) {
-    auto it = std::find_if(families_.begin(), families_.end(),
-                           [&](const MetricFamily& f) { return f.name == prefix_ + name; });
-    if (it == families_.end()) {
-      families_.push_back(MetricFamily{prefix_ + name, help, type, {}});
-      it = families_.end() - 1;
-    }
     ClientMetric metric;
     metric.label = std::move(labels);
     if (type == MetricType::Counter) {
@@ -77,12 +69,29 @@ class FamilyBuilder {
     } else {
       metric.gauge.value = value;
     }
-    it->metric.push_back(std::move(metric));
+    family(name, help, type).metric.push_back(std::move(metric));
+  }
+
+  void add_histogram(const std::string& name, const std::string& help,
+                     std::vector<ClientMetric::Label> labels,
+                     const detail::LatencyHistogram& histogram) {
+    ClientMetric metric;
+    metric.label = std::move(labels);
+    metric.histogram = histogram.snapshot();
+    family(name, help, MetricType::Histogram).metric.push_back(std::move(metric));
   }
 
   std::vector<MetricFamily> take() { return std::move(families_); }
 
  private:
+  MetricFamily& family(const std::string& name, const std::string& help, MetricType type) {
+    auto it = std::find_if(families_.begin(), families_.end(),
+                           [&](const MetricFamily& f) { return f.name == prefix_ + name; });
+    if (it != families_.end()) return *it;
+    families_.push_back(MetricFamily{prefix_ + name, help, type, {}});
+    return families_.back();
+  }
+
   std::string prefix_;
   std::vector<MetricFamily> families_;
 };
@@ -219,14 +228,7 @@ MetricsNaming parse_metrics_naming(const std::string& text, const std::string& v
 }
 
 struct PoolMetrics::State {
-  std::shared_ptr<prometheus::Registry> registry;
   MetricsOptions options;
-  prometheus::Family<prometheus::Histogram>* acquisition = nullptr;
-  prometheus::Family<prometheus::Histogram>* hold = nullptr;
-  prometheus::Family<prometheus::Histogram>* create = nullptr;
-  prometheus::Family<prometheus::Histogram>* otel_wait = nullptr;
-  prometheus::Family<prometheus::Histogram>* otel_use = nullptr;
-  prometheus::Family<prometheus::Histogram>* otel_create = nullptr;
   bool guide() const { return options.naming != MetricsNaming::kOtel; }
   bool otel() const { return options.naming != MetricsNaming::kGuide; }
   mutable detail::Mutex mutex;
@@ -235,6 +237,10 @@ struct PoolMetrics::State {
     std::shared_ptr<HistogramObserver> observer;
   };
   std::vector<Published> pools POOLSCOPE_GUARDED_BY(mutex);
+  // Every pool name ever added, with its histograms: a removed pool's series
+  // stay with the counts they had, and adding the name again continues them.
+  std::vector<std::pair<std::string, std::shared_ptr<PoolHistograms>>> histograms
+      POOLSCOPE_GUARDED_BY(mutex);
 };
 
 const std::vector<double>& PoolMetrics::acquisition_buckets() {
@@ -244,42 +250,14 @@ const std::vector<double>& PoolMetrics::acquisition_buckets() {
   return buckets;
 }
 
-PoolMetrics::PoolMetrics(std::shared_ptr<prometheus::Registry> registry, MetricsOptions options)
-    : state_(std::make_shared<State>()) {
-  if (!registry) throw std::invalid_argument("poolscope::PoolMetrics needs a registry");
-  state_->registry = std::move(registry);
+PoolMetrics::PoolMetrics(MetricsOptions options) : state_(std::make_shared<State>()) {
   state_->options = std::move(options);
-  const auto& prefix = state_->options.prefix;
-  if (state_->guide()) {
-    state_->acquisition = &prometheus::BuildHistogram()
-                               .Name(prefix + "acquisition_duration_seconds")
-                               .Help("Time to acquire connection from pool")
-                               .Register(*state_->registry);
-    state_->hold = &prometheus::BuildHistogram()
-                        .Name(prefix + "connection_hold_duration_seconds")
-                        .Help("How long callers hold a connection")
-                        .Register(*state_->registry);
-    state_->create = &prometheus::BuildHistogram()
-                          .Name(prefix + "connection_create_duration_seconds")
-                          .Help("Time to open and validate a new connection")
-                          .Register(*state_->registry);
-  }
-  if (state_->otel()) {
-    state_->otel_wait = &prometheus::BuildHistogram()
-                             .Name("db_client_connection_wait_time_seconds")
-                             .Help("The time it took to obtain an open connection from the pool")
-                             .Register(*state_->registry);
-    state_->otel_use = &prometheus::BuildHistogram()
-                            .Name("db_client_connection_use_time_seconds")
-                            .Help(
-                                "The time between borrowing a connection and returning it to "
-                                "the pool")
-                            .Register(*state_->registry);
-    state_->otel_create = &prometheus::BuildHistogram()
-                               .Name("db_client_connection_create_time_seconds")
-                               .Help("The time it took to create a new connection")
-                               .Register(*state_->registry);
-  }
+}
+
+PoolMetrics::PoolMetrics(const std::shared_ptr<prometheus::Registry>& registry,
+                         MetricsOptions options)
+    : PoolMetrics(std::move(options)) {
+  if (!registry) throw std::invalid_argument("poolscope::PoolMetrics needs a registry");
 }
 
 PoolMetrics::~PoolMetrics() {
@@ -299,20 +277,13 @@ void PoolMetrics::add(Pool& pool) {
                                   "' is already published; give pools distinct names");
     }
   }
-  std::vector<PoolHistograms> sets;
-  if (state_->guide()) {
-    const prometheus::Labels labels{{"pool", name}};
-    sets.push_back({&state_->acquisition->Add(labels, acquisition_buckets()),
-                    &state_->hold->Add(labels, kHoldBuckets),
-                    &state_->create->Add(labels, kCreateBuckets)});
+  auto known = std::find_if(state_->histograms.begin(), state_->histograms.end(),
+                            [&](const auto& entry) { return entry.first == name; });
+  if (known == state_->histograms.end()) {
+    state_->histograms.emplace_back(name, std::make_shared<PoolHistograms>());
+    known = state_->histograms.end() - 1;
   }
-  if (state_->otel()) {
-    const prometheus::Labels labels{{kOtelPoolLabel, name}};
-    sets.push_back({&state_->otel_wait->Add(labels, acquisition_buckets()),
-                    &state_->otel_use->Add(labels, kHoldBuckets),
-                    &state_->otel_create->Add(labels, kCreateBuckets)});
-  }
-  auto observer = std::make_shared<HistogramObserver>(std::move(sets));
+  auto observer = std::make_shared<HistogramObserver>(known->second);
   pool.add_observer(observer);
   state_->pools.push_back({&pool, std::move(observer)});
 }
@@ -328,12 +299,36 @@ void PoolMetrics::remove(Pool& pool) {
 
 std::vector<prometheus::MetricFamily> PoolMetrics::Collect() const {
   std::vector<Pool*> pools;
+  std::vector<std::pair<std::string, std::shared_ptr<PoolHistograms>>> histograms;
   {
     detail::UniqueLock lock(state_->mutex);
     for (const auto& published : state_->pools) pools.push_back(published.pool);
+    histograms = state_->histograms;
   }
   FamilyBuilder guide(state_->options.prefix);
   FamilyBuilder otel("");
+  for (const auto& [name, h] : histograms) {
+    if (state_->guide()) {
+      const std::vector<ClientMetric::Label> labels{{"pool", name}};
+      guide.add_histogram("acquisition_duration_seconds", "Time to acquire connection from pool",
+                          labels, h->acquisition);
+      guide.add_histogram("connection_hold_duration_seconds", "How long callers hold a connection",
+                          labels, h->hold);
+      guide.add_histogram("connection_create_duration_seconds",
+                          "Time to open and validate a new connection", labels, h->create);
+    }
+    if (state_->otel()) {
+      const std::vector<ClientMetric::Label> labels{{kOtelPoolLabel, name}};
+      otel.add_histogram("db_client_connection_wait_time_seconds",
+                         "The time it took to obtain an open connection from the pool", labels,
+                         h->acquisition);
+      otel.add_histogram("db_client_connection_use_time_seconds",
+                         "The time between borrowing a connection and returning it to the pool",
+                         labels, h->hold);
+      otel.add_histogram("db_client_connection_create_time_seconds",
+                         "The time it took to create a new connection", labels, h->create);
+    }
+  }
   for (Pool* pool : pools) {
     const PoolStatistics statistics = pool->get_statistics();
     if (state_->guide()) collect_pool(guide, statistics, state_->options.version);

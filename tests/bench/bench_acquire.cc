@@ -14,7 +14,6 @@
 // "items_per_second" is cycles per second over all threads.
 
 #include <benchmark/benchmark.h>
-#include <prometheus/registry.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -52,8 +51,7 @@ struct FakePool {
                                   poolscope::Clock::system());
     if (!pool->wait_until_ready()) throw std::runtime_error("fake pool did not start");
     if (with_metrics) {
-      registry = std::make_shared<prometheus::Registry>();
-      metrics = std::make_unique<poolscope::PoolMetrics>(registry);
+      metrics = std::make_unique<poolscope::PoolMetrics>();
       metrics->add(*pool);
     }
   }
@@ -62,7 +60,6 @@ struct FakePool {
   }
 
   std::unique_ptr<Pool> pool;
-  std::shared_ptr<prometheus::Registry> registry;
   std::unique_ptr<poolscope::PoolMetrics> metrics;
 };
 

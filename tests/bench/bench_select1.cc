@@ -15,7 +15,6 @@
 // completed queries per worker (min/max: starvation shows as a small min).
 
 #include <libpq-fe.h>
-#include <prometheus/registry.h>
 
 #include <algorithm>
 #include <atomic>
@@ -268,19 +267,17 @@ double run_poolscope(const Options& options, std::vector<WorkerResult>& results)
   poolscope::Pool pool(config);
   if (!pool.wait_until_ready()) throw std::runtime_error("the pool did not open its connections");
 
-  std::shared_ptr<prometheus::Registry> registry;
   std::unique_ptr<poolscope::PoolMetrics> metrics;
   std::thread scraper;
   std::atomic<bool> stop_scraping{false};
   if (options.metrics) {
-    registry = std::make_shared<prometheus::Registry>();
-    metrics = std::make_unique<poolscope::PoolMetrics>(registry);
+    metrics = std::make_unique<poolscope::PoolMetrics>();
     metrics->add(pool);
     // A scrape per second (Prometheus usually scrapes every 15 s): the
     // snapshot takes the pool lock, so it belongs in the measurement.
     scraper = std::thread([&] {
       while (!stop_scraping.load()) {
-        scrape_sink += registry->Collect().size() + metrics->Collect().size();
+        scrape_sink += metrics->Collect().size();
         std::this_thread::sleep_for(std::chrono::seconds(1));
       }
     });

@@ -4,7 +4,6 @@
 // scripts/lib/pgctl), capture of poolscope's log lines, and small helpers
 // for running commands and checking that a secret never shows up.
 
-#include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -136,18 +135,10 @@ inline std::vector<std::string> find_secret(const std::string& secret, const std
 /// the scrape text. Create it once per pool (each adds an observer).
 class Scraper {
  public:
-  explicit Scraper(Pool& pool)
-      : pool_(pool), registry_(std::make_shared<prometheus::Registry>()), metrics_(registry_) {
-    metrics_.add(pool_);
-  }
+  explicit Scraper(Pool& pool) : pool_(pool) { metrics_.add(pool_); }
   ~Scraper() { metrics_.remove(pool_); }
 
-  std::string text() const {
-    auto families = registry_->Collect();
-    auto snapshot = metrics_.Collect();
-    families.insert(families.end(), snapshot.begin(), snapshot.end());
-    return prometheus::TextSerializer().Serialize(families);
-  }
+  std::string text() const { return prometheus::TextSerializer().Serialize(metrics_.Collect()); }
 
   /// Every text the pool exposes about itself: a scrape and last_error.
   std::vector<std::string> exposed_texts() const {
@@ -158,7 +149,6 @@ class Scraper {
 
  private:
   Pool& pool_;
-  std::shared_ptr<prometheus::Registry> registry_;
   PoolMetrics metrics_;
 };
 

@@ -19,12 +19,8 @@ using testing::FakeClock;
 using testing::FakeFactory;
 using testing::FakeServer;
 
-std::string scrape(const std::shared_ptr<prometheus::Registry>& registry,
-                   const PoolMetrics& metrics) {
-  auto families = registry->Collect();
-  auto snapshot = metrics.Collect();
-  families.insert(families.end(), snapshot.begin(), snapshot.end());
-  return prometheus::TextSerializer().Serialize(families);
+std::string scrape(const PoolMetrics& metrics) {
+  return prometheus::TextSerializer().Serialize(metrics.Collect());
 }
 
 class PoolMetricsTest : public ::testing::Test {
@@ -38,12 +34,11 @@ class PoolMetricsTest : public ::testing::Test {
   }
   std::shared_ptr<FakeServer> server_ = std::make_shared<FakeServer>();
   std::shared_ptr<FakeClock> clock_ = std::make_shared<FakeClock>();
-  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
 };
 
 TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
   auto a = pool("orders");
-  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3"});
+  PoolMetrics metrics(MetricsOptions{"codebase_mcp_pool_", "1.2.3"});
   metrics.add(*a);
   { auto handle = a->acquire(); }
   {
@@ -53,12 +48,11 @@ TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
   // The replacement is counted under the pool lock and observed by the
   // histogram just after it: wait for the histogram.
   ASSERT_TRUE(testing::eventually([&] {
-    return scrape(registry_, metrics)
-               .find(
-                   "codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} "
-                   "1") != std::string::npos;
+    return scrape(metrics).find(
+               "codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} "
+               "1") != std::string::npos;
   }));
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   for (const std::string expected :
        {"# TYPE codebase_mcp_pool_connections_total untyped",
         "codebase_mcp_pool_connections_total{pool=\"orders\"} 2",
@@ -89,10 +83,10 @@ TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
 TEST_F(PoolMetricsTest, SeveralPoolsShareOneFamilyPerMetric) {
   auto a = pool("a");
   auto b = pool("b");
-  PoolMetrics metrics(registry_);
+  PoolMetrics metrics;
   metrics.add(*a);
   metrics.add(*b);
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   std::size_t type_lines = 0;
   for (std::size_t at = text.find("# TYPE codebase_mcp_pool_connections_idle ");
        at != std::string::npos;
@@ -107,14 +101,14 @@ TEST_F(PoolMetricsTest, SeveralPoolsShareOneFamilyPerMetric) {
 TEST_F(PoolMetricsTest, DuplicatePoolNamesAreRejected) {
   auto a = pool("same");
   auto b = pool("same");
-  PoolMetrics metrics(registry_);
+  PoolMetrics metrics;
   metrics.add(*a);
   EXPECT_THROW(metrics.add(*b), std::invalid_argument);
 }
 
 TEST_F(PoolMetricsTest, RemoveDetachesTheObserverSoReAddingCountsOnce) {
   auto a = pool("a");
-  PoolMetrics metrics(registry_);
+  PoolMetrics metrics;
   // More remove/add cycles than a pool has observer slots: each remove
   // frees its slot.
   for (int i = 0; i < 12; ++i) {
@@ -123,7 +117,7 @@ TEST_F(PoolMetricsTest, RemoveDetachesTheObserverSoReAddingCountsOnce) {
   }
   metrics.add(*a);
   { auto handle = a->acquire(); }
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   EXPECT_NE(text.find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n"),
             std::string::npos)
       << text;
@@ -132,41 +126,108 @@ TEST_F(PoolMetricsTest, RemoveDetachesTheObserverSoReAddingCountsOnce) {
       << text;
   metrics.remove(*a);
   { auto handle = a->acquire(); }  // not published: counted nowhere
-  EXPECT_NE(scrape(registry_, metrics)
-                .find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n"),
-            std::string::npos);
+  EXPECT_NE(
+      scrape(metrics).find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n"),
+      std::string::npos);
 }
 
 TEST_F(PoolMetricsTest, DestroyingTheMetricsDetachesFromPoolsThatLiveOn) {
   auto a = pool("a");
   {
-    auto registry = std::make_shared<prometheus::Registry>();
-    PoolMetrics metrics(registry);
+    PoolMetrics metrics;
     metrics.add(*a);
   }
-  // The histograms are gone with their registry; the pool must not feed them
-  // (the AddressSanitizer run of this suite reports a use-after-free if it did).
+  // The metrics object is gone; the pool must not call into it (the
+  // AddressSanitizer run of this suite reports a use-after-free if it did).
   { auto handle = a->acquire(); }
   EXPECT_EQ(a->get_statistics().total_acquisitions, 1u);
 }
 
+TEST_F(PoolMetricsTest, HistogramsCountEveryCycleFromManyThreads) {
+  auto a = pool("busy");
+  PoolMetrics metrics(MetricsOptions{"codebase_mcp_pool_", "x", MetricsNaming::kBoth});
+  metrics.add(*a);
+  constexpr int kThreads = 4;
+  constexpr int kCycles = 2000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCycles; ++i) auto handle = a->acquire();
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  const std::string total = std::to_string(kThreads * kCycles);
+  const std::string text = scrape(metrics);
+  for (const std::string& expected :
+       {"codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"busy\"} " + total + "\n",
+        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"busy\",le=\"+Inf\"} " +
+            total + "\n",
+        "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"busy\"} " + total + "\n",
+        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"busy\"} " +
+            total + "\n",
+        "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"busy\"} " +
+            total + "\n"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
+  }
+}
+
+TEST_F(PoolMetricsTest, HistogramBucketsHoldExactDurations) {
+  auto a = pool("timed");
+  PoolMetrics metrics;
+  metrics.add(*a);
+  {
+    auto handle = a->acquire();
+    clock_->advance(std::chrono::microseconds(100));  // exactly on the 0.0001 bound
+  }
+  {
+    auto handle = a->acquire();
+    clock_->advance(std::chrono::microseconds(101));  // just above it
+  }
+  const std::string text = scrape(metrics);
+  for (const std::string expected :
+       {"codebase_mcp_pool_connection_hold_duration_seconds_bucket{pool=\"timed\",le=\"0.0001\"} "
+        "1\n",
+        "codebase_mcp_pool_connection_hold_duration_seconds_bucket{pool=\"timed\",le=\"0.0005\"} "
+        "2\n",
+        "codebase_mcp_pool_connection_hold_duration_seconds_sum{pool=\"timed\"} 0.000201\n",
+        // The fake clock does not move during an acquisition.
+        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"timed\",le=\"5e-05\"} 2\n"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
+  }
+}
+
+TEST_F(PoolMetricsTest, TheDeprecatedRegistryConstructorStillPublishesEverything) {
+  auto a = pool("old");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  EXPECT_THROW(PoolMetrics(std::shared_ptr<prometheus::Registry>()), std::invalid_argument);
+  PoolMetrics metrics(std::make_shared<prometheus::Registry>());
+#pragma GCC diagnostic pop
+  metrics.add(*a);
+  { auto handle = a->acquire(); }
+  const std::string text = scrape(metrics);
+  EXPECT_NE(text.find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"old\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("codebase_mcp_pool_connections_idle{pool=\"old\"}"), std::string::npos);
+}
+
 TEST_F(PoolMetricsTest, PrefixIsConfigurable) {
   auto a = pool("a");
-  PoolMetrics metrics(registry_, MetricsOptions{"svc_db_", "x"});
+  PoolMetrics metrics(MetricsOptions{"svc_db_", "x"});
   metrics.add(*a);
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   EXPECT_NE(text.find("svc_db_connections_idle{pool=\"a\"}"), std::string::npos);
   EXPECT_EQ(text.find("codebase_mcp_pool_"), std::string::npos);
 }
 
 TEST_F(PoolMetricsTest, OtelNamingPublishesTheSemanticConventionNamesOnly) {
   auto a = pool("orders");
-  PoolMetrics metrics(registry_,
-                      MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kOtel});
+  PoolMetrics metrics(MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kOtel});
   metrics.add(*a);
   auto held = a->acquire();
   { auto handle = a->acquire(); }
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   for (const std::string expected :
        {"# TYPE db_client_connection_count gauge",
         "db_client_connection_count{db_client_connection_pool_name=\"orders\","
@@ -201,7 +262,7 @@ TEST_F(PoolMetricsTest, OtelTimeoutsCountAcquireTimeouts) {
   c.max_size = 1;
   auto p = std::make_unique<Pool>(c, std::make_shared<FakeFactory>(server_), clock_);
   ASSERT_TRUE(p->wait_until_ready());
-  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "x", MetricsNaming::kOtel});
+  PoolMetrics metrics(MetricsOptions{"codebase_mcp_pool_", "x", MetricsNaming::kOtel});
   metrics.add(*p);
   auto held = p->acquire();
   // The pool waits on the fake clock: advance it while the waiter queues.
@@ -217,7 +278,7 @@ TEST_F(PoolMetricsTest, OtelTimeoutsCountAcquireTimeouts) {
   clock_->advance(2500ms);
   waiter.join();
   ASSERT_TRUE(timed_out);
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   EXPECT_NE(
       text.find("db_client_connection_timeouts_total{db_client_connection_pool_name=\"tiny\"} 1"),
       std::string::npos)
@@ -226,11 +287,10 @@ TEST_F(PoolMetricsTest, OtelTimeoutsCountAcquireTimeouts) {
 
 TEST_F(PoolMetricsTest, BothNamingPublishesBothSetsFromOneSnapshot) {
   auto a = pool("orders");
-  PoolMetrics metrics(registry_,
-                      MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kBoth});
+  PoolMetrics metrics(MetricsOptions{"codebase_mcp_pool_", "1.2.3", MetricsNaming::kBoth});
   metrics.add(*a);
   { auto handle = a->acquire(); }
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   for (const std::string expected :
        {"codebase_mcp_pool_connections_idle{pool=\"orders\"} 2",
         "codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"orders\"} 1",
@@ -269,12 +329,12 @@ TEST_F(PoolMetricsTest, LeakSitesOldestHeldAgeAndRunTimeActionsArePublished) {
   c.leak_detection_timeout = std::chrono::seconds(30);
   Pool p(c, std::make_shared<FakeFactory>(server_), clock_);
   ASSERT_TRUE(p.wait_until_ready());
-  PoolMetrics metrics(registry_, MetricsOptions{"codebase_mcp_pool_", "1.2.3"});
+  PoolMetrics metrics(MetricsOptions{"codebase_mcp_pool_", "1.2.3"});
   metrics.add(p);
-  EXPECT_NE(scrape(registry_, metrics)
-                .find("codebase_mcp_pool_oldest_held_connection_seconds{pool=\"orders\"} 0"),
-            std::string::npos);
-  EXPECT_EQ(scrape(registry_, metrics).find("leaked_connections_by_site"), std::string::npos);
+  EXPECT_NE(
+      scrape(metrics).find("codebase_mcp_pool_oldest_held_connection_seconds{pool=\"orders\"} 0"),
+      std::string::npos);
+  EXPECT_EQ(scrape(metrics).find("leaked_connections_by_site"), std::string::npos);
 
   const int acquire_line = __LINE__ + 1;
   auto leaked = p.acquire();
@@ -283,7 +343,7 @@ TEST_F(PoolMetricsTest, LeakSitesOldestHeldAgeAndRunTimeActionsArePublished) {
   p.set_max_size(20);
   const std::size_t drained = p.drain().closed_idle;
   ASSERT_GT(drained, 0u);
-  const std::string text = scrape(registry_, metrics);
+  const std::string text = scrape(metrics);
   EXPECT_NE(
       text.find("codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"drain\"} " +
                 std::to_string(drained) + "\n"),
@@ -304,7 +364,7 @@ TEST_F(PoolMetricsTest, LeakSitesOldestHeldAgeAndRunTimeActionsArePublished) {
     EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
   }
   leaked.release();
-  EXPECT_EQ(scrape(registry_, metrics).find("leaked_connections_by_site"), std::string::npos);
+  EXPECT_EQ(scrape(metrics).find("leaked_connections_by_site"), std::string::npos);
 }
 
 }  // namespace

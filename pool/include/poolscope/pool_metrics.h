@@ -45,18 +45,23 @@ struct MetricsOptions {
 
 /// Publishes the metrics of one or more pools in Prometheus form.
 ///
-/// Histograms (acquisition, hold and create durations) live in the registry
-/// given to the constructor and are fed by the pool's hot path. Everything
-/// else is read from one statistics snapshot per pool when Collect() runs, so a
-/// scrape is always consistent and a pool pays nothing for gauges between
-/// scrapes. Register both the registry and this object with your exposer.
+/// The histograms (acquisition, hold and create durations) are fed by the
+/// pool's hot path without a lock; everything else is read from one
+/// statistics snapshot per pool when Collect() runs, so a pool pays nothing
+/// for gauges between scrapes. Register this object with your exposer.
 /// Every guide series carries a `pool` label (PoolConfig::name), every
 /// OpenTelemetry series a `db_client_connection_pool_name` label with the
 /// same value.
 /// Thread-safe: no concurrent call causes a data race.
 class PoolMetrics : public prometheus::Collectable {
  public:
-  PoolMetrics(std::shared_ptr<prometheus::Registry> registry, MetricsOptions options = {});
+  explicit PoolMetrics(MetricsOptions options = {});
+  /// Before the histograms moved into Collect() they lived in `registry`;
+  /// it is no longer used (a null one still throws std::invalid_argument).
+  [[deprecated(
+      "the histograms are part of Collect() now: construct PoolMetrics without a "
+      "registry")]] PoolMetrics(const std::shared_ptr<prometheus::Registry>& registry,
+                                MetricsOptions options = {});
   ~PoolMetrics() override;
 
   /// Starts publishing `pool`'s metrics. Throws std::invalid_argument when a
@@ -66,10 +71,11 @@ class PoolMetrics : public prometheus::Collectable {
 
   /// Stops publishing `pool`'s metrics and detaches its histogram observer
   /// (adding it again later counts every event once). Its histogram series
-  /// stay in the registry with the counts they had.
+  /// stay, with the counts they had; adding a pool of the same name again
+  /// continues them.
   void remove(Pool& pool);
 
-  /// The snapshot families (gauges and counters of every added pool).
+  /// The families of every added pool: histograms, gauges and counters.
   std::vector<prometheus::MetricFamily> Collect() const override;
 
   /// The histogram buckets of acquisition_duration_seconds (sub-millisecond
