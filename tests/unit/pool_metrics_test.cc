@@ -23,6 +23,12 @@ std::string scrape(const PoolMetrics& metrics) {
   return prometheus::TextSerializer().Serialize(metrics.Collect());
 }
 
+void expect_contains(const std::string& text, std::initializer_list<std::string> expected) {
+  for (const std::string& line : expected) {
+    EXPECT_NE(text.find(line), std::string::npos) << "missing: " << line << "\n" << text;
+  }
+}
+
 class PoolMetricsTest : public ::testing::Test {
  protected:
   std::unique_ptr<Pool> pool(const std::string& name) {
@@ -53,31 +59,29 @@ TEST_F(PoolMetricsTest, PublishesTheGuidesMetricsWithAPoolLabel) {
                "1") != std::string::npos;
   }));
   const std::string text = scrape(metrics);
-  for (const std::string expected :
-       {"# TYPE codebase_mcp_pool_connections_total untyped",
-        "codebase_mcp_pool_connections_total{pool=\"orders\"} 2",
-        "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"broken\"} 1",
-        "# TYPE codebase_mcp_pool_connections_idle gauge",
-        "# TYPE codebase_mcp_pool_connections_active gauge",
-        "# TYPE codebase_mcp_pool_waiting_requests gauge",
-        "# TYPE codebase_mcp_pool_acquisition_duration_seconds histogram",
-        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"orders\",le=\"0.01\"} 2",
-        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"orders\",le=\"0.0001\"}",
-        "# TYPE codebase_mcp_pool_acquisitions_total counter",
-        "codebase_mcp_pool_acquisitions_total{pool=\"orders\"} 2",
-        "codebase_mcp_pool_releases_total{pool=\"orders\"} 2",
-        "codebase_mcp_pool_errors_total{error_type=\"acquire_timeout\",pool=\"orders\"} 0",
-        "codebase_mcp_pool_health_status{pool=\"orders\"} 1",  // degraded: a broken connection is a
-                                                               // recent error
-        "codebase_mcp_pool_state{pool=\"orders\",state=\"terminated\"} 0",
-        "codebase_mcp_pool_state{pool=\"orders\",state=\"recovering\"} 0",
-        "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"lifetime\"} 0",
-        "codebase_mcp_pool_max_connections{pool=\"orders\"} 10",
-        "codebase_mcp_pool_build_info{pool=\"orders\",version=\"1.2.3\"} 1",
-        "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"orders\"} 2",
-        "codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} 1"}) {
-    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
-  }
+  expect_contains(
+      text, {"# TYPE codebase_mcp_pool_connections_total untyped",
+             "codebase_mcp_pool_connections_total{pool=\"orders\"} 2",
+             "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"broken\"} 1",
+             "# TYPE codebase_mcp_pool_connections_idle gauge",
+             "# TYPE codebase_mcp_pool_connections_active gauge",
+             "# TYPE codebase_mcp_pool_waiting_requests gauge",
+             "# TYPE codebase_mcp_pool_acquisition_duration_seconds histogram",
+             "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"orders\",le=\"0.01\"} 2",
+             "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"orders\",le=\"0.0001\"}",
+             "# TYPE codebase_mcp_pool_acquisitions_total counter",
+             "codebase_mcp_pool_acquisitions_total{pool=\"orders\"} 2",
+             "codebase_mcp_pool_releases_total{pool=\"orders\"} 2",
+             "codebase_mcp_pool_errors_total{error_type=\"acquire_timeout\",pool=\"orders\"} 0",
+             "codebase_mcp_pool_health_status{pool=\"orders\"} 1",  // degraded: a broken connection
+                                                                    // is a recent error
+             "codebase_mcp_pool_state{pool=\"orders\",state=\"terminated\"} 0",
+             "codebase_mcp_pool_state{pool=\"orders\",state=\"recovering\"} 0",
+             "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"lifetime\"} 0",
+             "codebase_mcp_pool_max_connections{pool=\"orders\"} 10",
+             "codebase_mcp_pool_build_info{pool=\"orders\",version=\"1.2.3\"} 1",
+             "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"orders\"} 2",
+             "codebase_mcp_pool_connection_create_duration_seconds_count{pool=\"orders\"} 1"});
 }
 
 TEST_F(PoolMetricsTest, SeveralPoolsShareOneFamilyPerMetric) {
@@ -117,13 +121,9 @@ TEST_F(PoolMetricsTest, RemoveDetachesTheObserverSoReAddingCountsOnce) {
   }
   metrics.add(*a);
   { auto handle = a->acquire(); }
-  const std::string text = scrape(metrics);
-  EXPECT_NE(text.find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n"),
-            std::string::npos)
-      << text;
-  EXPECT_NE(text.find("codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"a\"} 1\n"),
-            std::string::npos)
-      << text;
+  expect_contains(scrape(metrics),
+                  {"codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"a\"} 1\n",
+                   "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"a\"} 1\n"});
   metrics.remove(*a);
   { auto handle = a->acquire(); }  // not published: counted nowhere
   EXPECT_NE(
@@ -158,17 +158,16 @@ TEST_F(PoolMetricsTest, HistogramsCountEveryCycleFromManyThreads) {
   for (auto& thread : threads) thread.join();
   const std::string total = std::to_string(kThreads * kCycles);
   const std::string text = scrape(metrics);
-  for (const std::string& expected :
-       {"codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"busy\"} " + total + "\n",
-        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"busy\",le=\"+Inf\"} " +
-            total + "\n",
-        "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"busy\"} " + total + "\n",
-        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"busy\"} " +
-            total + "\n",
-        "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"busy\"} " +
-            total + "\n"}) {
-    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
-  }
+  expect_contains(
+      text,
+      {"codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"busy\"} " + total + "\n",
+       "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"busy\",le=\"+Inf\"} " + total +
+           "\n",
+       "codebase_mcp_pool_connection_hold_duration_seconds_count{pool=\"busy\"} " + total + "\n",
+       "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"busy\"} " +
+           total + "\n",
+       "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"busy\"} " +
+           total + "\n"});
 }
 
 TEST_F(PoolMetricsTest, HistogramBucketsHoldExactDurations) {
@@ -184,16 +183,15 @@ TEST_F(PoolMetricsTest, HistogramBucketsHoldExactDurations) {
     clock_->advance(std::chrono::microseconds(101));  // just above it
   }
   const std::string text = scrape(metrics);
-  for (const std::string expected :
-       {"codebase_mcp_pool_connection_hold_duration_seconds_bucket{pool=\"timed\",le=\"0.0001\"} "
-        "1\n",
-        "codebase_mcp_pool_connection_hold_duration_seconds_bucket{pool=\"timed\",le=\"0.0005\"} "
-        "2\n",
-        "codebase_mcp_pool_connection_hold_duration_seconds_sum{pool=\"timed\"} 0.000201\n",
-        // The fake clock does not move during an acquisition.
-        "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"timed\",le=\"5e-05\"} 2\n"}) {
-    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
-  }
+  expect_contains(
+      text,
+      {"codebase_mcp_pool_connection_hold_duration_seconds_bucket{pool=\"timed\",le=\"0.0001\"} "
+       "1\n",
+       "codebase_mcp_pool_connection_hold_duration_seconds_bucket{pool=\"timed\",le=\"0.0005\"} "
+       "2\n",
+       "codebase_mcp_pool_connection_hold_duration_seconds_sum{pool=\"timed\"} 0.000201\n",
+       // The fake clock does not move during an acquisition.
+       "codebase_mcp_pool_acquisition_duration_seconds_bucket{pool=\"timed\",le=\"5e-05\"} 2\n"});
 }
 
 TEST_F(PoolMetricsTest, TheDeprecatedRegistryConstructorStillPublishesEverything) {
@@ -205,11 +203,9 @@ TEST_F(PoolMetricsTest, TheDeprecatedRegistryConstructorStillPublishesEverything
 #pragma GCC diagnostic pop
   metrics.add(*a);
   { auto handle = a->acquire(); }
-  const std::string text = scrape(metrics);
-  EXPECT_NE(text.find("codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"old\"} 1\n"),
-            std::string::npos)
-      << text;
-  EXPECT_NE(text.find("codebase_mcp_pool_connections_idle{pool=\"old\"}"), std::string::npos);
+  expect_contains(scrape(metrics),
+                  {"codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"old\"} 1\n",
+                   "codebase_mcp_pool_connections_idle{pool=\"old\"}"});
 }
 
 TEST_F(PoolMetricsTest, PrefixIsConfigurable) {
@@ -228,29 +224,28 @@ TEST_F(PoolMetricsTest, OtelNamingPublishesTheSemanticConventionNamesOnly) {
   auto held = a->acquire();
   { auto handle = a->acquire(); }
   const std::string text = scrape(metrics);
-  for (const std::string expected :
-       {"# TYPE db_client_connection_count gauge",
-        "db_client_connection_count{db_client_connection_pool_name=\"orders\","
-        "db_client_connection_state=\"used\"} 1",
-        "db_client_connection_count{db_client_connection_pool_name=\"orders\","
-        "db_client_connection_state=\"idle\"} 1",
-        "# TYPE db_client_connection_max gauge",
-        "db_client_connection_max{db_client_connection_pool_name=\"orders\"} 10",
-        "db_client_connection_idle_max{db_client_connection_pool_name=\"orders\"} 10",
-        "db_client_connection_idle_min{db_client_connection_pool_name=\"orders\"} 2",
-        "db_client_connection_pending_requests{db_client_connection_pool_name=\"orders\"} 0",
-        "# TYPE db_client_connection_timeouts_total counter",
-        "db_client_connection_timeouts_total{db_client_connection_pool_name=\"orders\"} 0",
-        "# TYPE db_client_connection_wait_time_seconds histogram",
-        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} 2",
-        "# TYPE db_client_connection_use_time_seconds histogram",
-        "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"orders\"} 1",
-        "# TYPE db_client_connection_create_time_seconds histogram",
-        // min_size connections were opened before the metrics were attached.
-        "db_client_connection_create_time_seconds_count{db_client_connection_pool_name=\"orders\"} "
-        "0"}) {
-    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
-  }
+  expect_contains(
+      text,
+      {"# TYPE db_client_connection_count gauge",
+       "db_client_connection_count{db_client_connection_pool_name=\"orders\","
+       "db_client_connection_state=\"used\"} 1",
+       "db_client_connection_count{db_client_connection_pool_name=\"orders\","
+       "db_client_connection_state=\"idle\"} 1",
+       "# TYPE db_client_connection_max gauge",
+       "db_client_connection_max{db_client_connection_pool_name=\"orders\"} 10",
+       "db_client_connection_idle_max{db_client_connection_pool_name=\"orders\"} 10",
+       "db_client_connection_idle_min{db_client_connection_pool_name=\"orders\"} 2",
+       "db_client_connection_pending_requests{db_client_connection_pool_name=\"orders\"} 0",
+       "# TYPE db_client_connection_timeouts_total counter",
+       "db_client_connection_timeouts_total{db_client_connection_pool_name=\"orders\"} 0",
+       "# TYPE db_client_connection_wait_time_seconds histogram",
+       "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} 2",
+       "# TYPE db_client_connection_use_time_seconds histogram",
+       "db_client_connection_use_time_seconds_count{db_client_connection_pool_name=\"orders\"} 1",
+       "# TYPE db_client_connection_create_time_seconds histogram",
+       // min_size connections were opened before the metrics were attached.
+       "db_client_connection_create_time_seconds_count{db_client_connection_pool_name=\"orders\"} "
+       "0"});
   EXPECT_EQ(text.find("codebase_mcp_pool_"), std::string::npos) << text;
   EXPECT_EQ(text.find("pool=\""), std::string::npos) << text;
 }
@@ -291,15 +286,14 @@ TEST_F(PoolMetricsTest, BothNamingPublishesBothSetsFromOneSnapshot) {
   metrics.add(*a);
   { auto handle = a->acquire(); }
   const std::string text = scrape(metrics);
-  for (const std::string expected :
-       {"codebase_mcp_pool_connections_idle{pool=\"orders\"} 2",
-        "codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"orders\"} 1",
-        "db_client_connection_count{db_client_connection_pool_name=\"orders\","
-        "db_client_connection_state=\"idle\"} 2",
-        "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} "
-        "1"}) {
-    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
-  }
+  expect_contains(
+      text,
+      {"codebase_mcp_pool_connections_idle{pool=\"orders\"} 2",
+       "codebase_mcp_pool_acquisition_duration_seconds_count{pool=\"orders\"} 1",
+       "db_client_connection_count{db_client_connection_pool_name=\"orders\","
+       "db_client_connection_state=\"idle\"} 2",
+       "db_client_connection_wait_time_seconds_count{db_client_connection_pool_name=\"orders\"} "
+       "1"});
 }
 
 TEST(MetricsNaming, ParsesGuideOtelAndBothAndNamesTheVariableOtherwise) {
@@ -353,16 +347,14 @@ TEST_F(PoolMetricsTest, LeakSitesOldestHeldAgeAndRunTimeActionsArePublished) {
   const auto by_site = text.find("codebase_mcp_pool_leaked_connections_by_site{function=\"");
   ASSERT_NE(by_site, std::string::npos) << text;
   EXPECT_NE(text.find(site_series, by_site), std::string::npos) << text;
-  for (const std::string expected :
-       {"# TYPE codebase_mcp_pool_leaked_connections_by_site gauge",
-        "codebase_mcp_pool_oldest_held_connection_seconds{pool=\"orders\"} 31",
-        "codebase_mcp_pool_max_connections{pool=\"orders\"} 20",
-        "# TYPE codebase_mcp_pool_resizes_total counter",
-        "codebase_mcp_pool_resizes_total{pool=\"orders\"} 1",
-        "codebase_mcp_pool_drains_total{pool=\"orders\"} 1",
-        "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"resize\"} 0"}) {
-    EXPECT_NE(text.find(expected), std::string::npos) << "missing: " << expected << "\n" << text;
-  }
+  expect_contains(
+      text, {"# TYPE codebase_mcp_pool_leaked_connections_by_site gauge",
+             "codebase_mcp_pool_oldest_held_connection_seconds{pool=\"orders\"} 31",
+             "codebase_mcp_pool_max_connections{pool=\"orders\"} 20",
+             "# TYPE codebase_mcp_pool_resizes_total counter",
+             "codebase_mcp_pool_resizes_total{pool=\"orders\"} 1",
+             "codebase_mcp_pool_drains_total{pool=\"orders\"} 1",
+             "codebase_mcp_pool_connections_closed_total{pool=\"orders\",reason=\"resize\"} 0"});
   leaked.release();
   EXPECT_EQ(scrape(metrics).find("leaked_connections_by_site"), std::string::npos);
 }

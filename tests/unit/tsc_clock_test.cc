@@ -33,6 +33,13 @@ using FakeClock = TickClock<FakeSource>;
 class TickClockTest : public ::testing::Test {
  protected:
   void SetUp() override { FakeSource::reset(); }
+  // Takes `clock` through its calibration: from here on it reads the counter.
+  static void calibrate(FakeClock& clock) {
+    clock.now_ns();
+    FakeSource::advance(FakeClock::kCalibration);
+    clock.now_ns();
+    ASSERT_TRUE(clock.ticking());
+  }
 };
 
 TEST_F(TickClockTest, ReadsTheSteadyClockUntilCalibrated) {
@@ -48,10 +55,7 @@ TEST_F(TickClockTest, ReadsTheSteadyClockUntilCalibrated) {
 
 TEST_F(TickClockTest, ComputesTheSteadyClockFromTicks) {
   FakeClock clock(true);
-  clock.now_ns();
-  FakeSource::advance(FakeClock::kCalibration);
-  clock.now_ns();
-  ASSERT_TRUE(clock.ticking());
+  ASSERT_NO_FATAL_FAILURE(calibrate(clock));
   // Between anchors the steady clock is not read: move only the counter
   // (through a steady value the clock cannot see) and compare.
   for (std::int64_t step : {1, 999, 123'457, 50'000'000}) {
@@ -64,9 +68,7 @@ TEST_F(TickClockTest, ComputesTheSteadyClockFromTicks) {
 
 TEST_F(TickClockTest, FollowsARateChangeAtTheNextAnchor) {
   FakeClock clock(true);
-  clock.now_ns();
-  FakeSource::advance(FakeClock::kCalibration);
-  clock.now_ns();
+  ASSERT_NO_FATAL_FAILURE(calibrate(clock));
   // The counter slows by 0.05 % without a jump: each anchor corrects the line.
   const auto now = static_cast<std::uint64_t>(FakeSource::steady.load());
   FakeSource::ticks_offset = FakeSource::ticks() - now * 29'985 / 10'000;
@@ -87,10 +89,7 @@ TEST_F(TickClockTest, FollowsARateChangeAtTheNextAnchor) {
 
 TEST_F(TickClockTest, GivesUpOnACounterThatJumps) {
   FakeClock clock(true);
-  clock.now_ns();
-  FakeSource::advance(FakeClock::kCalibration);
-  clock.now_ns();
-  ASSERT_TRUE(clock.ticking());
+  ASSERT_NO_FATAL_FAILURE(calibrate(clock));
   // A migration to a host whose counter is 10 ms ahead.
   FakeSource::ticks_offset += 10'000'000 * FakeSource::ticks_per_10k_ns.load() / 10'000;
   FakeSource::advance(FakeClock::kAnchorPeriod + 1);
