@@ -22,7 +22,7 @@ void LatencyHistogram::observe(std::chrono::nanoseconds value) noexcept {
   const auto bucket =
       std::lower_bound(bounds_ns_.begin(), bounds_ns_.end(), ns) - bounds_ns_.begin();
   counts_[static_cast<std::size_t>(bucket)].fetch_add(1, std::memory_order_relaxed);
-  sum_ns_.fetch_add(ns, std::memory_order_relaxed);
+  sum_ns_.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
 }
 
 prometheus::ClientMetric::Histogram LatencyHistogram::snapshot() const {

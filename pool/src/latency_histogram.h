@@ -33,7 +33,8 @@ class LatencyHistogram {
   std::vector<double> bounds_;
   std::vector<std::int64_t> bounds_ns_;
   std::vector<std::atomic<std::uint64_t>> counts_;  // per bound, then +Inf
-  std::atomic<std::int64_t> sum_ns_{0};
+  // Wraps after 584 years of summed durations (a counter reset to Prometheus).
+  std::atomic<std::uint64_t> sum_ns_{0};
 };
 
 }  // namespace poolscope::detail

@@ -254,8 +254,8 @@ PoolMetrics::PoolMetrics(MetricsOptions options) : state_(std::make_shared<State
   state_->options = std::move(options);
 }
 
-PoolMetrics::PoolMetrics(const std::shared_ptr<prometheus::Registry>& registry,
-                         MetricsOptions options)
+// NOLINTNEXTLINE(performance-unnecessary-value-param): the signature it always had.
+PoolMetrics::PoolMetrics(std::shared_ptr<prometheus::Registry> registry, MetricsOptions options)
     : PoolMetrics(std::move(options)) {
   if (!registry) throw std::invalid_argument("poolscope::PoolMetrics needs a registry");
 }

@@ -16,14 +16,18 @@ __extension__ using UInt128 = unsigned __int128;
 /// clock_gettime(CLOCK_MONOTONIC) costs about 33 ns, and the pool reads the
 /// clock twice per acquire/release cycle.
 ///
-/// The conversion is a straight line through an anchor, a (ticks, steady ns)
-/// pair, with a slope measured between the last two anchors. Until the first
-/// slope is known (kCalibration after the first call), and for good once
-/// the counter is found wrong, every call returns the steady clock itself.
-/// A call that finds the anchor older than kAnchorPeriod reads the steady
-/// clock once, checks the line against it (off by more than kMaxError: the
-/// counter is not trusted again) and starts a new line there, never below
-/// the old one, so time read on one thread never goes back.
+/// The conversion is a straight line through an anchor, a (ticks, ns) pair.
+/// Until the first slope is known (kCalibration after the first call), and
+/// for good once the counter is found wrong, every call returns the steady
+/// clock itself. A call that finds the anchor older than kAnchorPeriod, or
+/// the counter behind it, reads the steady clock and checks the line
+/// against it. Off by more than kMaxError (a counter that jumped, as when a
+/// virtual machine is restored), the counter is not trusted again: from
+/// then on time is the steady clock's, which may be up to kMaxError behind
+/// the last line. Otherwise a new line starts where the old one ends, with
+/// the slope measured since the last anchor, steered to meet the steady
+/// clock one period later: the line never steps, so time read on one
+/// thread does not go back, and errors do not build up.
 ///
 /// `Source` provides `static std::uint64_t ticks() noexcept` and
 /// `static std::int64_t steady_ns() noexcept`; tests substitute their own.
@@ -34,26 +38,35 @@ class TickClock {
   static constexpr std::int64_t kCalibration = 10'000'000;    // ns
   static constexpr std::int64_t kAnchorPeriod = 100'000'000;  // ns
   static constexpr std::int64_t kMaxError = 1'000'000;        // ns
+  static constexpr std::int64_t kMaxSkew = 1'000;             // ns behind the anchor
 
   /// `usable`: whether ticks() is a counter all CPUs share at a constant rate.
   explicit TickClock(bool usable) : state_(usable ? kCalibrating : kSteady) {}
 
   std::int64_t now_ns() noexcept {
     if (state_.load(std::memory_order_acquire) != kTicking) return slow_now();
-    const std::uint64_t ticks = Source::ticks();
+    std::uint64_t ticks = 0;
     Line line;
     std::uint32_t before = 0;
     do {
       before = sequence_.load(std::memory_order_acquire);
+      // Read with the line it is converted by: a thread preempted here
+      // while another re-anchors reads the counter again.
+      ticks = Source::ticks();
       line.base_ns = base_ns_.load(std::memory_order_relaxed);
       line.base_ticks = base_ticks_.load(std::memory_order_relaxed);
       line.ns_per_tick = ns_per_tick_.load(std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_acquire);
     } while ((before & 1U) != 0 || before != sequence_.load(std::memory_order_relaxed));
     const auto elapsed = static_cast<std::int64_t>(ticks - line.base_ticks);
-    if (elapsed <= period_ticks_.load(std::memory_order_relaxed)) return line.at(elapsed);
-    // Time for a new anchor. While another thread sets one, the old line is
-    // still good to a few nanoseconds.
+    // A little behind the anchor is another CPU's counter, or this read
+    // executed a few cycles early; further behind, the counter jumped back.
+    if (elapsed >= -skew_ticks_.load(std::memory_order_relaxed) &&
+        elapsed <= period_ticks_.load(std::memory_order_relaxed)) {
+      return line.at(elapsed);
+    }
+    // Time for a check and a new anchor. While another thread does that, the
+    // old line stands.
     std::unique_lock lock(anchor_mutex_, std::try_to_lock);
     if (!lock.owns_lock()) return line.at(elapsed);
     return reanchor_locked(read_pair());
@@ -119,12 +132,13 @@ class TickClock {
     }
     const std::int64_t span_ns = pair.ns - last_.ns;
     if (span_ns < kCalibration) return pair.ns;
+    if (pair.ticks <= last_.ticks) return give_up(pair.ns);
     const std::uint64_t span_ticks = pair.ticks - last_.ticks;
-    if (pair.ticks <= last_.ticks || span_ticks == 0) return give_up(pair.ns);
-    publish(Line{pair.ns, pair.ticks, slope(span_ns, span_ticks)});
-    period_ticks_.store(
-        static_cast<std::int64_t>(static_cast<Int128>(span_ticks) * kAnchorPeriod / span_ns),
-        std::memory_order_relaxed);
+    const auto period =
+        static_cast<std::int64_t>(static_cast<Int128>(span_ticks) * kAnchorPeriod / span_ns);
+    period_ticks_.store(period, std::memory_order_relaxed);
+    skew_ticks_.store(period / (kAnchorPeriod / kMaxSkew), std::memory_order_relaxed);
+    publish(Line{pair.ns, pair.ticks, rate(span_ns, span_ticks)});
     last_ = pair;
     state_.store(kTicking, std::memory_order_release);
     return pair.ns;
@@ -135,21 +149,26 @@ class TickClock {
                    base_ticks_.load(std::memory_order_relaxed),
                    ns_per_tick_.load(std::memory_order_relaxed)};
     const auto elapsed = static_cast<std::int64_t>(pair.ticks - old.base_ticks);
-    // Another thread set a new anchor since this one looked.
-    if (elapsed <= period_ticks_.load(std::memory_order_relaxed)) return old.at(elapsed);
     const std::int64_t predicted = old.at(elapsed);
     const std::int64_t error = predicted - pair.ns;
-    const std::int64_t span_ns = pair.ns - last_.ns;
-    if (error > kMaxError || error < -kMaxError || span_ns <= 0) return give_up(pair.ns);
-    // Never below the old line (plus a nanosecond for its rounding), so a
-    // reader that saw the old line and then the new one does not go back.
-    const std::int64_t base = std::max(pair.ns, predicted + 1);
-    publish(Line{base, pair.ticks, slope(span_ns, pair.ticks - last_.ticks)});
+    if (error > kMaxError || error < -kMaxError) return give_up(pair.ns);
+    // Another thread set a new anchor since this one looked.
+    if (elapsed <= period_ticks_.load(std::memory_order_relaxed)) return predicted;
+    if (pair.ns <= last_.ns || pair.ticks <= last_.ticks) return give_up(pair.ns);
+    // The new line starts where the old one is, at the rate measured since
+    // the last anchor, less the error spread over the next period.
+    const Int128 correction =
+        (static_cast<Int128>(error) << 32) / period_ticks_.load(std::memory_order_relaxed);
+    const Int128 slope =
+        static_cast<Int128>(rate(pair.ns - last_.ns, pair.ticks - last_.ticks)) - correction;
+    if (slope <= 0) return give_up(pair.ns);
+    publish(Line{predicted, pair.ticks, static_cast<std::uint64_t>(slope)});
     last_ = pair;
-    return base;
+    return predicted;
   }
 
-  static std::uint64_t slope(std::int64_t span_ns, std::uint64_t span_ticks) noexcept {
+  // Nanoseconds per tick in 32.32 fixed point.
+  static std::uint64_t rate(std::int64_t span_ns, std::uint64_t span_ticks) noexcept {
     return static_cast<std::uint64_t>((static_cast<UInt128>(span_ns) << 32) / span_ticks);
   }
 
@@ -176,6 +195,7 @@ class TickClock {
   std::atomic<std::uint64_t> base_ticks_{0};
   std::atomic<std::uint64_t> ns_per_tick_{0};
   std::atomic<std::int64_t> period_ticks_{0};
+  std::atomic<std::int64_t> skew_ticks_{0};
   std::mutex anchor_mutex_;
   // The last steady reading the line was measured from (anchor_mutex_).
   Pair last_;

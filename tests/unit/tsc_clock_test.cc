@@ -19,11 +19,23 @@ struct FakeSource {
     return ticks_offset.load() +
            static_cast<std::uint64_t>(steady.load()) * ticks_per_10k_ns.load() / 10'000;
   }
-  static std::int64_t steady_ns() noexcept { return steady.load(); }
+  // steady_ns() is off by up to ± jitter ns, as a real reading taken
+  // between two counter reads is.
+  static inline std::atomic<std::int64_t> jitter{0};
+  static inline std::atomic<std::uint64_t> noise{1};
+  static std::int64_t steady_ns() noexcept {
+    const std::int64_t amplitude = jitter.load();
+    if (amplitude == 0) return steady.load();
+    const std::uint64_t next = noise.load() * 6364136223846793005ULL + 1442695040888963407ULL;
+    noise.store(next);
+    const auto offset = static_cast<std::int64_t>((next >> 33) % (2 * amplitude + 1)) - amplitude;
+    return steady.load() + offset;
+  }
   static void reset() {
     steady = 1'000'000'000;
     ticks_offset = 5'000;
     ticks_per_10k_ns = 30'000;
+    jitter = 0;
   }
   static void advance(std::int64_t ns) { steady += ns; }
 };
@@ -98,6 +110,39 @@ TEST_F(TickClockTest, GivesUpOnACounterThatJumps) {
   EXPECT_FALSE(clock.ticking());
   FakeSource::advance(12'345);
   EXPECT_EQ(clock.now_ns(), FakeSource::steady.load());
+}
+
+TEST_F(TickClockTest, GivesUpOnACounterThatJumpsBack) {
+  FakeClock clock(true);
+  ASSERT_NO_FATAL_FAILURE(calibrate(clock));
+  // A virtual machine restored from a snapshot: the counter is 10 s behind.
+  FakeSource::ticks_offset -= 10'000'000'000 * FakeSource::ticks_per_10k_ns.load() / 10'000;
+  FakeSource::advance(1'000);
+  EXPECT_EQ(clock.now_ns(), FakeSource::steady.load());
+  EXPECT_TRUE(clock.gave_up());
+}
+
+// Noisy steady readings at every anchor for ten simulated hours, with a
+// counter rate that is no whole number of ticks per nanosecond: the line must
+// neither drift away from the steady clock nor step back.
+TEST_F(TickClockTest, StaysWithinAMicrosecondOfANoisySteadyClockForTenHours) {
+  FakeSource::ticks_per_10k_ns = 29'973;
+  FakeClock clock(true);
+  ASSERT_NO_FATAL_FAILURE(calibrate(clock));
+  FakeSource::jitter = 20;
+  std::int64_t previous = clock.now_ns();
+  std::int64_t worst = 0;
+  int went_back = 0;
+  for (int i = 0; i < 360'000; ++i) {
+    FakeSource::advance(FakeClock::kAnchorPeriod + 1'234);
+    const std::int64_t read = clock.now_ns();
+    if (read < previous) ++went_back;
+    previous = read;
+    worst = std::max(worst, std::abs(read - FakeSource::steady.load()));
+  }
+  EXPECT_EQ(went_back, 0);
+  EXPECT_FALSE(clock.gave_up());
+  EXPECT_LT(worst, 1'000) << "ns off the steady clock";
 }
 
 TEST_F(TickClockTest, UnusableCounterMeansTheSteadyClock) {

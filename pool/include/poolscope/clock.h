@@ -35,9 +35,9 @@ class Clock {
   /// The real clock: std::chrono::steady_clock's time and system_clock.
   /// On x86-64, when the kernel keeps time with the CPU's time-stamp counter,
   /// now() computes steady_clock time from that counter (about a third of
-  /// the cost of clock_gettime on a virtual machine), re-anchored against
+  /// the cost of clock_gettime on a virtual machine), steered towards
   /// steady_clock every 100 ms; it falls back to steady_clock for good if the
-  /// two ever disagree by more than 1 ms.
+  /// two ever disagree by more than 1 ms or the counter goes back.
   static std::shared_ptr<Clock> system();
 };
 

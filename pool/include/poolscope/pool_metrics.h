@@ -58,9 +58,10 @@ class PoolMetrics : public prometheus::Collectable {
   explicit PoolMetrics(MetricsOptions options = {});
   /// Before the histograms moved into Collect() they lived in `registry`;
   /// it is no longer used (a null one still throws std::invalid_argument).
+  /// The signature is the one it always had.
   [[deprecated(
       "the histograms are part of Collect() now: construct PoolMetrics without a "
-      "registry")]] PoolMetrics(const std::shared_ptr<prometheus::Registry>& registry,
+      "registry")]] PoolMetrics(std::shared_ptr<prometheus::Registry> registry,
                                 MetricsOptions options = {});
   ~PoolMetrics() override;
 
