@@ -1,6 +1,7 @@
 #include "poolscope/pool_metrics.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <stdexcept>
 
@@ -31,6 +32,26 @@ struct PoolHistograms {
   detail::LatencyHistogram hold{kHoldBuckets};
   detail::LatencyHistogram create{kCreateBuckets};
 };
+
+// Each histogram's family under the guide's names and OpenTelemetry's.
+struct HistogramFamily {
+  detail::LatencyHistogram PoolHistograms::*histogram;
+  const char* guide_name;
+  const char* guide_help;
+  const char* otel_name;
+  const char* otel_help;
+};
+const std::array<HistogramFamily, 3> kHistogramFamilies = {{
+    {&PoolHistograms::acquisition, "acquisition_duration_seconds",
+     "Time to acquire connection from pool", "db_client_connection_wait_time_seconds",
+     "The time it took to obtain an open connection from the pool"},
+    {&PoolHistograms::hold, "connection_hold_duration_seconds",
+     "How long callers hold a connection", "db_client_connection_use_time_seconds",
+     "The time between borrowing a connection and returning it to the pool"},
+    {&PoolHistograms::create, "connection_create_duration_seconds",
+     "Time to open and validate a new connection", "db_client_connection_create_time_seconds",
+     "The time it took to create a new connection"},
+}};
 
 // Feeds one pool's histograms from its hot path.
 class HistogramObserver final : public PoolObserver {
@@ -74,10 +95,10 @@ class FamilyBuilder {
 
   void add_histogram(const std::string& name, const std::string& help,
                      std::vector<ClientMetric::Label> labels,
-                     const detail::LatencyHistogram& histogram) {
+                     const ClientMetric::Histogram& histogram) {
     ClientMetric metric;
     metric.label = std::move(labels);
-    metric.histogram = histogram.snapshot();
+    metric.histogram = histogram;
     family(name, help, MetricType::Histogram).metric.push_back(std::move(metric));
   }
 
@@ -307,26 +328,16 @@ std::vector<prometheus::MetricFamily> PoolMetrics::Collect() const {
   }
   FamilyBuilder guide(state_->options.prefix);
   FamilyBuilder otel("");
-  for (const auto& [name, h] : histograms) {
-    if (state_->guide()) {
-      const std::vector<ClientMetric::Label> labels{{"pool", name}};
-      guide.add_histogram("acquisition_duration_seconds", "Time to acquire connection from pool",
-                          labels, h->acquisition);
-      guide.add_histogram("connection_hold_duration_seconds", "How long callers hold a connection",
-                          labels, h->hold);
-      guide.add_histogram("connection_create_duration_seconds",
-                          "Time to open and validate a new connection", labels, h->create);
-    }
-    if (state_->otel()) {
-      const std::vector<ClientMetric::Label> labels{{kOtelPoolLabel, name}};
-      otel.add_histogram("db_client_connection_wait_time_seconds",
-                         "The time it took to obtain an open connection from the pool", labels,
-                         h->acquisition);
-      otel.add_histogram("db_client_connection_use_time_seconds",
-                         "The time between borrowing a connection and returning it to the pool",
-                         labels, h->hold);
-      otel.add_histogram("db_client_connection_create_time_seconds",
-                         "The time it took to create a new connection", labels, h->create);
+  for (const auto& [name, set] : histograms) {
+    for (const HistogramFamily& family : kHistogramFamilies) {
+      // One snapshot for both namings: the two series always agree.
+      const auto snapshot = ((*set).*family.histogram).snapshot();
+      if (state_->guide()) {
+        guide.add_histogram(family.guide_name, family.guide_help, {{"pool", name}}, snapshot);
+      }
+      if (state_->otel()) {
+        otel.add_histogram(family.otel_name, family.otel_help, {{kOtelPoolLabel, name}}, snapshot);
+      }
     }
   }
   for (Pool* pool : pools) {
