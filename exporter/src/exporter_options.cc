@@ -9,13 +9,10 @@
 #include <boost/version.hpp>
 #include <cctype>
 #include <cerrno>
-#include <charconv>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <map>
-#include <memory>
 #include <optional>
 #include <system_error>
 #include <vector>

@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <pqxx/connection>
 #include <pqxx/nontransaction>
 #include <stdexcept>
@@ -55,11 +54,9 @@ DatabaseUrl view_url(const ServerView::Options& options) {
     throw std::invalid_argument("the server view needs a DATABASE_URL");
   }
   const auto timeout_ms = options.statement_timeout.count();
-  const auto connect_seconds = std::max<std::int64_t>(
-      2, static_cast<std::int64_t>(
-             std::ceil(std::chrono::duration<double>(options.statement_timeout).count())));
   return options.database_url.with("application_name", kViewApplicationName)
-      .with("connect_timeout", std::to_string(connect_seconds))
+      .with("connect_timeout",
+            std::to_string(DatabaseUrl::connect_timeout_seconds(options.statement_timeout)))
       .with_server_setting("statement_timeout",
                            std::to_string(std::max<std::int64_t>(1, timeout_ms)));
 }

@@ -274,6 +274,11 @@ void DatabaseUrl::mask_secrets(std::span<char> text) const {
   }
 }
 
+std::int64_t DatabaseUrl::connect_timeout_seconds(std::chrono::milliseconds timeout) {
+  const std::int64_t seconds = (timeout.count() + 999) / 1000;
+  return std::max<std::int64_t>(2, seconds);
+}
+
 bool DatabaseUrl::is_secret_keyword(std::string_view keyword) {
   return contains(keywords().secret, keyword);
 }

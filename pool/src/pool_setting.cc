@@ -15,10 +15,6 @@ std::string parse_text(std::string_view text, const std::string& /*source*/) {
   return std::string(text);
 }
 
-DatabaseUrl parse_database_url(std::string_view text, const std::string& source) {
-  return DatabaseUrl::parse(text, source);
-}
-
 std::string format_value(const std::string& value) { return value; }
 // Never the password: the README and --help show defaults, and any other
 // use of format() must be as safe.
@@ -70,7 +66,7 @@ constexpr PoolSetting setting(std::string_view field, Names names, std::string_v
   setting<&PoolConfig::member, &parse>(#member, __VA_ARGS__)
 
 constexpr auto kSettings = std::to_array<PoolSetting>({
-    POOLSCOPE_SETTING(database_url, parse_database_url, {"DATABASE_URL", "--database.url", "URL"},
+    POOLSCOPE_SETTING(database_url, DatabaseUrl::parse, {"DATABASE_URL", "--database.url", "URL"},
                       "libpq URI or key=value string; the password and sslpassword never appear "
                       "in logs, metrics, /health, MCP or errors. Prefer the variable: flags are "
                       "visible in ps",

@@ -5,7 +5,6 @@
 #include <poll.h>
 
 #include <chrono>
-#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -139,11 +138,7 @@ class PqxxFactory final : public ConnectionFactory {
                         "postgresql://user:password@host:5432/dbname or a key=value string",
                         "database_url");
     }
-    // libpq's connect_timeout is in whole seconds and values below 2 are
-    // raised to 2 by libpq itself.
-    const auto connect_timeout = std::max<std::int64_t>(
-        2, static_cast<std::int64_t>(
-               std::ceil(std::chrono::duration<double>(config.init_timeout).count())));
+    const std::int64_t connect_timeout = DatabaseUrl::connect_timeout_seconds(config.init_timeout);
     io_timeout_ = std::chrono::milliseconds(connect_timeout * 1000);
     url_ = config.database_url.with("application_name", application_name_of(config));
     if (!url_.has("connect_timeout")) {

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -90,6 +92,11 @@ class DatabaseUrl {
 
   /// True for the keywords libpq treats as secret (password, sslpassword).
   static bool is_secret_keyword(std::string_view keyword);
+
+  /// The `connect_timeout` value (whole seconds) that waits at least
+  /// `timeout`: rounded up, and at least 2, which libpq raises smaller
+  /// values to anyway.
+  static std::int64_t connect_timeout_seconds(std::chrono::milliseconds timeout);
 
   /// Same settings with the same values.
   bool operator==(const DatabaseUrl&) const = default;
